@@ -1,0 +1,124 @@
+//! The command line: every flag is defined once here, with its documentation.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run one build phase in its own transient systemd unit, with a private network
+/// (only loopback) and private IPC, and kill everything it leaves behind.
+#[derive(Parser, Debug)]
+#[command(name = "phasebox", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run COMMAND as a sandboxed transient service and exit with its status.
+    #[command(after_long_help = EXIT_STATUS_HELP)]
+    Run(RunArgs),
+    /// Internal: ExecStart of the unit; restores the caller's context and runs the command.
+    #[command(name = "__inner", hide = true)]
+    Inner(InnerArgs),
+}
+
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  N        the command's own exit status
+  125      phasebox itself failed (bad flag, systemd unreachable, isolation not applied)
+  126      the command was found but could not be executed
+  127      the command was not found
+  128+N    the command was killed by signal N";
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Set a unit property, in systemd-run's syntax (e.g. MemoryMax=2G, CPUQuota=150%,
+    /// TasksMax=512, RuntimeMaxSec=30min, Nice=10, LimitNOFILE=4096). Repeatable.
+    /// Unknown or malformed properties are refused before anything starts.
+    #[arg(short = 'p', long = "property", value_name = "NAME=VALUE")]
+    pub properties: Vec<String>,
+
+    /// Name of the transient unit (".service" is appended when missing).
+    /// Default: phasebox-<random>.service.
+    #[arg(long, value_name = "NAME")]
+    pub unit: Option<String>,
+
+    /// Slice to place the unit in.
+    #[arg(long, value_name = "SLICE", default_value = "phasebox.slice")]
+    pub slice: String,
+
+    /// Description of the unit, shown by systemctl. Default: the command line.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+
+    /// Set an environment variable for the command, on top of the caller's
+    /// environment. NAME alone keeps the caller's value. Repeatable.
+    #[arg(short = 'E', long = "setenv", value_name = "NAME[=VALUE]")]
+    pub setenv: Vec<OsString>,
+
+    /// Talk to the caller's user service manager (the default for non-root callers).
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+
+    /// Talk to the system service manager (the default for root).
+    #[arg(long)]
+    pub system: bool,
+
+    /// Continue with a warning when systemd did not apply an isolation, instead of
+    /// failing with status 125.
+    #[arg(long)]
+    pub best_effort: bool,
+
+    /// Do not print phasebox's own notices (killed orphans, best-effort warnings).
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print the unit name and the properties sent to systemd.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// The command to run, and its arguments.
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub struct InnerArgs {
+    /// Path of the context file written by the launcher.
+    pub context: PathBuf,
+}
+
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn command_arguments_that_look_like_flags_belong_to_the_command() {
+        let cli = Cli::try_parse_from(["phasebox", "run", "-q", "ls", "-l", "--all"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert!(args.quiet);
+        assert_eq!(args.command, ["ls", "-l", "--all"]);
+    }
+
+    #[test]
+    fn a_command_is_required() {
+        assert!(Cli::try_parse_from(["phasebox", "run"]).is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! The caller's execution context, captured by the launcher and restored, byte-exact,
+//! by the inner mode inside the unit. systemd's Environment= refuses some names
+//! (exported bash functions, non-UTF-8), so the context travels in a file instead.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::namespaces::{Kind, NsId};
+use crate::wire::{Decoder, Encoder};
+
+const MAGIC: &[u8] = b"phasebox-context-1";
+
+/// One resource limit of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// An isolation the launcher asked systemd for, and the launcher's own namespace of
+/// that kind: the phase's namespace must differ from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub kind: Kind,
+    pub launcher_ns: NsId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerContext {
+    /// The resolved executable (absolute, or relative to `cwd` when it contains a slash).
+    pub program: OsString,
+    pub argv: Vec<OsString>,
+    /// NAME=VALUE entries, in the caller's order, byte-exact.
+    pub env: Vec<OsString>,
+    pub cwd: PathBuf,
+    pub umask: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub rlimits: Vec<Rlimit>,
+    /// Signals the caller ignores (SIG_IGN survives exec) and blocks.
+    pub ignored_signals: Vec<u32>,
+    pub blocked_signals: Vec<u32>,
+    pub expected: Vec<Expected>,
+    pub best_effort: bool,
+    pub quiet: bool,
+    /// Where the inner mode writes what it found (see `findings::Findings`).
+    pub findings_path: PathBuf,
+}
+
+impl CallerContext {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.bytes(MAGIC)
+            .bytes(self.program.as_bytes())
+            .list(&self.argv, |e, a| {
+                e.bytes(a.as_bytes());
+            })
+            .list(&self.env, |e, v| {
+                e.bytes(v.as_bytes());
+            })
+            .bytes(self.cwd.as_os_str().as_bytes())
+            .u32(self.umask)
+            .u32(self.uid)
+            .u32(self.gid)
+            .list(&self.groups, |e, g| {
+                e.u32(*g);
+            })
+            .list(&self.rlimits, |e, r| {
+                e.u32(r.resource).u64(r.soft).u64(r.hard);
+            })
+            .list(&self.ignored_signals, |e, s| {
+                e.u32(*s);
+            })
+            .list(&self.blocked_signals, |e, s| {
+                e.u32(*s);
+            })
+            .list(&self.expected, |e, x| {
+                e.bytes(x.kind.tag().as_bytes()).u64(x.launcher_ns.dev).u64(x.launcher_ns.ino);
+            })
+            .bool(self.best_effort)
+            .bool(self.quiet)
+            .bytes(self.findings_path.as_os_str().as_bytes());
+        e.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<CallerContext> {
+        let mut d = Decoder::new(bytes);
+        if d.bytes()? != MAGIC {
+            bail!("not a phasebox context file of this version");
+        }
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let context = CallerContext {
+            program: os(d.bytes()?),
+            argv: d.list(|d| Ok(os(d.bytes()?)))?,
+            env: d.list(|d| Ok(os(d.bytes()?)))?,
+            cwd: PathBuf::from(os(d.bytes()?)),
+            umask: d.u32()?,
+            uid: d.u32()?,
+            gid: d.u32()?,
+            groups: d.list(|d| d.u32())?,
+            rlimits: d.list(|d| Ok(Rlimit { resource: d.u32()?, soft: d.u64()?, hard: d.u64()? }))?,
+            ignored_signals: d.list(|d| d.u32())?,
+            blocked_signals: d.list(|d| d.u32())?,
+            expected: d.list(|d| {
+                let tag = String::from_utf8_lossy(d.bytes()?).into_owned();
+                let kind = Kind::from_tag(&tag).with_context(|| format!("unknown namespace {tag}"))?;
+                Ok(Expected { kind, launcher_ns: NsId { dev: d.u64()?, ino: d.u64()? } })
+            })?,
+            best_effort: d.bool()?,
+            quiet: d.bool()?,
+            findings_path: PathBuf::from(os(d.bytes()?)),
+        };
+        d.end()?;
+        Ok(context)
+    }
+}
+
+/// Resource limits the inner mode restores (the service manager sets its own defaults).
+pub const RLIMITS: [(libc::__rlimit_resource_t, &str); 16] = [
+    (libc::RLIMIT_CPU, "CPU"),
+    (libc::RLIMIT_FSIZE, "FSIZE"),
+    (libc::RLIMIT_DATA, "DATA"),
+    (libc::RLIMIT_STACK, "STACK"),
+    (libc::RLIMIT_CORE, "CORE"),
+    (libc::RLIMIT_RSS, "RSS"),
+    (libc::RLIMIT_NPROC, "NPROC"),
+    (libc::RLIMIT_NOFILE, "NOFILE"),
+    (libc::RLIMIT_MEMLOCK, "MEMLOCK"),
+    (libc::RLIMIT_AS, "AS"),
+    (libc::RLIMIT_LOCKS, "LOCKS"),
+    (libc::RLIMIT_SIGPENDING, "SIGPENDING"),
+    (libc::RLIMIT_MSGQUEUE, "MSGQUEUE"),
+    (libc::RLIMIT_NICE, "NICE"),
+    (libc::RLIMIT_RTPRIO, "RTPRIO"),
+    (libc::RLIMIT_RTTIME, "RTTIME"),
+];
+
+/// The calling process's own identity, umask, limits and environment.
+pub struct Caller {
+    pub env: Vec<OsString>,
+    pub cwd: PathBuf,
+    pub umask: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub rlimits: Vec<Rlimit>,
+    pub ignored_signals: Vec<u32>,
+    pub blocked_signals: Vec<u32>,
+}
+
+impl Caller {
+    pub fn capture() -> Result<Caller> {
+        let cwd = std::env::current_dir()
+            .context("the current working directory is not accessible (was it removed?)")?;
+        Ok(Caller {
+            env: raw_environment(),
+            cwd,
+            umask: current_umask(),
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            groups: nix::unistd::getgroups()
+                .context("reading supplementary groups")?
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect(),
+            rlimits: RLIMITS
+                .iter()
+                .map(|&(resource, _)| {
+                    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    // SAFETY: getrlimit writes into the struct we own.
+                    let rc = unsafe { libc::getrlimit(resource, &mut lim) };
+                    (rc == 0).then_some(Rlimit { resource: resource as u32, soft: lim.rlim_cur, hard: lim.rlim_max })
+                })
+                .flatten()
+                .collect(),
+            ignored_signals: ignored_signals(),
+            blocked_signals: blocked_signals(),
+        })
+    }
+}
+
+/// Signals whose disposition is SIG_IGN: a direct child would inherit that.
+fn ignored_signals() -> Vec<u32> {
+    (1..libc::SIGRTMIN())
+        .filter(|&sig| {
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: a NULL new action only queries the current one into `old`.
+            let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+            rc == 0 && old.sa_sigaction == libc::SIG_IGN
+        })
+        .map(|sig| sig as u32)
+        .collect()
+}
+
+/// The calling thread's blocked signals (the mask survives exec too).
+fn blocked_signals() -> Vec<u32> {
+    let mask = nix::sys::signal::SigSet::thread_get_mask().unwrap_or_else(|_| nix::sys::signal::SigSet::empty());
+    mask.iter().map(|s| s as i32 as u32).collect()
+}
+
+/// The environment exactly as the kernel gave it to us: std's env::vars_os() drops
+/// entries without '=' and would merge duplicates, /proc/self/environ reflects later
+/// changes poorly, so read environ(7) directly.
+fn raw_environment() -> Vec<OsString> {
+    unsafe extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    let mut out = Vec::new();
+    // SAFETY: environ is a NULL-terminated array of NUL-terminated strings, and this
+    // program never modifies its environment.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            out.push(OsString::from_vec(std::ffi::CStr::from_ptr(*p).to_bytes().to_vec()));
+            p = p.add(1);
+        }
+    }
+    out
+}
+
+fn current_umask() -> u32 {
+    // umask can only be read by setting it; this process is still single-threaded here.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    nix::sys::stat::umask(old);
+    old.bits()
+}
+
+/// Apply `-E NAME=VALUE` (set) and `-E NAME` (keep the caller's value) to an environment.
+pub fn apply_setenv(env: &mut Vec<OsString>, assignments: &[OsString]) -> Result<()> {
+    for assignment in assignments {
+        let bytes = assignment.as_bytes();
+        let Some(eq) = bytes.iter().position(|&b| b == b'=') else {
+            if bytes.is_empty() {
+                bail!("-E needs NAME or NAME=VALUE, got an empty string");
+            }
+            continue;
+        };
+        if eq == 0 {
+            bail!("-E {}: the variable name is empty", assignment.to_string_lossy());
+        }
+        let name = &bytes[..=eq];
+        env.retain(|entry| !entry.as_bytes().starts_with(name));
+        env.push(assignment.clone());
+    }
+    Ok(())
+}
+
+/// The value of NAME in an environment, as raw bytes.
+pub fn lookup<'e>(env: &'e [OsString], name: &str) -> Option<&'e [u8]> {
+    env.iter().rev().find_map(|entry| {
+        let b = entry.as_bytes();
+        (b.len() > name.len() && b.starts_with(name.as_bytes()) && b[name.len()] == b'=')
+            .then(|| &b[name.len() + 1..])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CallerContext {
+        CallerContext {
+            program: "/bin/sh".into(),
+            argv: vec!["sh".into(), OsString::from_vec(b"\xff\xfe".to_vec())],
+            env: vec!["BASH_FUNC_f%%=() { echo; }".into(), OsString::from_vec(b"X=\x80".to_vec())],
+            cwd: "/tmp".into(),
+            umask: 0o027,
+            uid: 1000,
+            gid: 100,
+            groups: vec![10, 20],
+            rlimits: vec![Rlimit { resource: 7, soft: 1024, hard: u64::MAX }],
+            ignored_signals: vec![13],
+            blocked_signals: vec![10, 12],
+            expected: vec![Expected { kind: Kind::Ipc, launcher_ns: NsId { dev: 4, ino: 4026531839 } }],
+            best_effort: true,
+            quiet: false,
+            findings_path: "/run/phasebox/x.findings".into(),
+        }
+    }
+
+    #[test]
+    fn context_round_trips_byte_exact() {
+        let c = sample();
+        assert_eq!(CallerContext::decode(&c.encode()).unwrap(), c);
+    }
+
+    #[test]
+    fn damaged_context_is_refused() {
+        let bytes = sample().encode();
+        for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
+            assert!(CallerContext::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn setenv_overrides_and_keeps() {
+        let mut env: Vec<OsString> = vec!["A=1".into(), "AB=2".into()];
+        apply_setenv(&mut env, &["A=3".into(), "AB".into(), "C=".into()]).unwrap();
+        assert_eq!(env, ["AB=2", "A=3", "C="]);
+        assert_eq!(lookup(&env, "A"), Some(&b"3"[..]));
+        assert_eq!(lookup(&env, "C"), Some(&b""[..]));
+        assert!(apply_setenv(&mut env, &["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn raw_environment_sees_our_own_environment() {
+        let env = raw_environment();
+        assert!(env.iter().any(|e| e.as_bytes().starts_with(b"PATH=")));
+    }
+}

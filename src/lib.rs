@@ -1,0 +1,22 @@
+//! phasebox: run one build phase in its own sandboxed transient systemd unit.
+//!
+//! Data flows one way: argv (`cli`) → plan (`plan`) → backend (`backend`) →
+//! status (`exit`) → report (`report`). The inner mode (`inner`) is phasebox
+//! running inside the unit to restore the caller's context.
+
+pub mod backend;
+pub mod cli;
+pub mod command_path;
+pub mod context;
+pub mod exit;
+pub mod findings;
+pub mod host;
+pub mod inner;
+pub mod namespaces;
+pub mod orphans;
+pub mod plan;
+pub mod report;
+pub mod runtime_dir;
+pub mod systemd;
+pub mod value_syntax;
+mod wire;

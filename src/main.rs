@@ -1,0 +1,17 @@
+use std::process::ExitCode;
+
+use phasebox::{backend, cli, inner, plan, report};
+
+fn main() -> ExitCode {
+    let code = match cli::parse().command {
+        cli::Command::Run(args) => {
+            let quiet = args.quiet;
+            match plan::Plan::from_args(args).and_then(backend::launch) {
+                Ok(outcome) => report::finish(&outcome, quiet),
+                Err(failure) => report::fail(&failure),
+            }
+        }
+        cli::Command::Inner(args) => inner::main(&args.context),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,44 @@
+//! Talking to systemd over D-Bus: typed proxies, properties, unit names.
+
+pub mod properties;
+pub mod proxies;
+pub mod unit_name;
+
+use anyhow::{Context, Result};
+
+/// Which service manager a phase is started on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manager {
+    System,
+    User,
+}
+
+impl Manager {
+    pub fn connect_hint(self) -> &'static str {
+        match self {
+            Manager::System => {
+                "is systemd running as PID 1 with dbus? (`systemctl is-system-running`); run as root, or use --user"
+            }
+            Manager::User => {
+                "is your user manager running with a session bus? (`systemctl --user status`; for a \
+                 user without a login session: `loginctl enable-linger $USER` and set \
+                 XDG_RUNTIME_DIR=/run/user/$(id -u))"
+            }
+        }
+    }
+}
+
+/// Connect to the bus of the chosen service manager.
+pub async fn connect(manager: Manager) -> Result<zbus::Connection> {
+    let connection = match manager {
+        Manager::System => zbus::Connection::system().await,
+        Manager::User => zbus::Connection::session().await,
+    };
+    connection.with_context(|| {
+        format!(
+            "cannot connect to the {} bus: {}",
+            if manager == Manager::System { "system" } else { "session" },
+            manager.connect_hint()
+        )
+    })
+}

@@ -1,0 +1,81 @@
+//! Typed proxies for exactly the systemd D-Bus members phasebox uses.
+//! dbus-interfaces/ holds the same members as introspection XML; tests check both
+//! against each other and against the live systemd.
+
+use zbus::proxy;
+use zbus::{OwnedObjectPath, Variant as Value};
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+pub trait Manager {
+    /// Ask for unit and job signals to be sent to this connection.
+    fn subscribe(&self) -> zbus::Result<()>;
+
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, Value<'_>)],
+        aux: &[(&str, &[(&str, Value<'_>)])],
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+}
+
+#[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
+pub trait Unit {
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn active_state(&self) -> zbus::Result<String>;
+}
+
+#[proxy(interface = "org.freedesktop.systemd1.Service", default_service = "org.freedesktop.systemd1")]
+pub trait Service {
+    /// A CLD_* code: 1 exited, 2 killed, 3 dumped; 0 when the main process never ran.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn exec_main_code(&self) -> zbus::Result<i32>;
+
+    /// The exit status or the signal number, depending on ExecMainCode.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn exec_main_status(&self) -> zbus::Result<i32>;
+
+    /// "success", "exit-code", "signal", "core-dump", "timeout", "oom-kill", "resources", ...
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn result(&self) -> zbus::Result<String>;
+}
+
+/// The D-Bus signatures of the Rust types the proxies above use, member by member
+/// (methods as `IN->OUT`), so tests can compare them with dbus-interfaces/.
+pub fn member_signatures() -> Vec<(&'static str, &'static str, String)> {
+    use zbus::Type;
+    fn sig<T: Type>() -> String {
+        T::SIGNATURE.to_string()
+    }
+    vec![
+        ("org.freedesktop.systemd1.Manager", "Subscribe", String::new()),
+        (
+            "org.freedesktop.systemd1.Manager",
+            "StartTransientUnit",
+            format!(
+                "{}{}{}{}->{}",
+                sig::<&str>(),
+                sig::<&str>(),
+                sig::<&[(&str, Value<'_>)]>(),
+                sig::<&[(&str, &[(&str, Value<'_>)])]>(),
+                sig::<OwnedObjectPath>()
+            ),
+        ),
+        (
+            "org.freedesktop.systemd1.Manager",
+            "JobRemoved",
+            format!("{}{}{}{}", sig::<u32>(), sig::<OwnedObjectPath>(), sig::<String>(), sig::<String>()),
+        ),
+        ("org.freedesktop.systemd1.Unit", "ActiveState", sig::<String>()),
+        ("org.freedesktop.systemd1.Service", "ExecMainCode", sig::<i32>()),
+        ("org.freedesktop.systemd1.Service", "ExecMainStatus", sig::<i32>()),
+        ("org.freedesktop.systemd1.Service", "Result", sig::<String>()),
+    ]
+}

@@ -1,6 +1,7 @@
 //! The typed proxies use exactly the members, with exactly the signatures, that
 //! dbus-interfaces/ declares (tests/systemd.rs checks those against the live systemd).
 
+#[allow(dead_code)]
 mod common;
 
 use common::interfaces;

@@ -1,1 +1,2 @@
 pub mod interfaces;
+pub mod rig;

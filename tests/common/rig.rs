@@ -1,0 +1,77 @@
+//! Running phasebox inside the nspawn systemd booted by tests/run.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+pub const NEEDS_RIG: &str = "needs the booted systemd: run tests/run";
+
+/// The phasebox binary: the copy tests/run installed in the container, or cargo's.
+pub fn phasebox_bin() -> PathBuf {
+    std::env::var_os("PHASEBOX_BIN").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_phasebox").into())
+}
+
+/// Refuse to run outside the rig: these tests need a real systemd as PID 1.
+pub fn require_rig() {
+    assert_eq!(
+        std::env::var("PHASEBOX_RIG").as_deref(),
+        Ok("1"),
+        "this test {NEEDS_RIG} (PHASEBOX_RIG=1 is set there)"
+    );
+}
+
+/// The lingering unprivileged user tests/run created, as (name, uid).
+pub fn rig_user() -> (String, u32) {
+    let name = std::env::var("PHASEBOX_RIG_USER").expect("PHASEBOX_RIG_USER");
+    let uid = std::env::var("PHASEBOX_RIG_UID").expect("PHASEBOX_RIG_UID").parse().unwrap();
+    (name, uid)
+}
+
+/// `phasebox run ARGS...` as root.
+pub fn phasebox<S: AsRef<OsStr>>(args: &[S]) -> Command {
+    require_rig();
+    let mut cmd = Command::new(phasebox_bin());
+    cmd.arg("run").args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// `phasebox run ARGS...` as the rig's unprivileged user, with its session bus.
+pub fn phasebox_as_user<S: AsRef<OsStr>>(args: &[S]) -> Command {
+    require_rig();
+    let (name, uid) = rig_user();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--init-groups".into(), "--".into()])
+        .arg("env")
+        .arg(format!("HOME=/home/{name}"))
+        .arg(format!("XDG_RUNTIME_DIR=/run/user/{uid}"))
+        .arg(format!("DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"))
+        .arg(phasebox_bin())
+        .arg("run")
+        .args(args)
+        .current_dir(format!("/home/{name}"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or_else(|| panic!("killed by a signal: {out:?}"))
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Run a helper command in the test's own (the "host's") namespaces.
+pub fn host(program: &str, args: &[&str]) -> Output {
+    let out = output(Command::new(program).args(args));
+    assert!(out.status.success(), "{program} {args:?} failed: {}", stderr(&out));
+    out
+}

@@ -1,0 +1,326 @@
+//! phasebox against a real systemd: run by tests/run inside a systemd-nspawn
+//! container (PHASEBOX_RIG=1), with `--include-ignored`.
+
+#[allow(dead_code)]
+mod common;
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use common::rig::{self, code, host, output, phasebox, phasebox_as_user, stderr, stdout};
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn exit_statuses_pass_through() {
+    for status in [0, 1, 7] {
+        let out = output(&mut phasebox(&sh(&format!("exit {status}"))));
+        assert_eq!(code(&out), status, "{}", stderr(&out));
+    }
+    let out = output(&mut phasebox(&sh("kill -TERM $$")));
+    assert_eq!(code(&out), 128 + 15, "{}", stderr(&out));
+    let out = output(&mut phasebox(&sh("kill -KILL $$")));
+    assert_eq!(code(&out), 128 + 9, "{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn missing_and_unexecutable_commands_are_127_and_126() {
+    let out = output(&mut phasebox(&["no-such-command-phasebox"]));
+    assert_eq!(code(&out), 127);
+    assert!(stderr(&out).contains("no-such-command-phasebox: command not found"), "{}", stderr(&out));
+
+    let file = std::env::temp_dir().join("phasebox-not-executable");
+    std::fs::write(&file, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = output(&mut phasebox(&[&file]));
+    assert_eq!(code(&out), 126);
+    assert!(stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn stdio_is_the_callers() {
+    let mut child = phasebox(&sh("cat; echo to-stderr >&2"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"to-stdin\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0);
+    assert_eq!(stdout(&out), "to-stdin\n");
+    assert_eq!(stderr(&out), "to-stderr\n");
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn a_100_mb_stream_passes_byte_exact() {
+    const SIZE: usize = 100 << 20;
+    // xorshift: every byte value, no repeating pattern a copy bug could hide in.
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let data: Vec<u8> = (0..SIZE / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    let mut child = phasebox(&["cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || stdin.write_all(&data))
+    };
+    let mut received = Vec::with_capacity(SIZE);
+    child.stdout.take().unwrap().read_to_end(&mut received).unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(received.len(), SIZE);
+    assert!(received == data, "the stream was altered");
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn environment_arrives_byte_exact() {
+    let env: Vec<(OsString, OsString)> = vec![
+        ("PATH".into(), "/usr/bin:/bin".into()),
+        ("BASH_FUNC_greet%%".into(), "() {  echo hello from an exported function\n}".into()),
+        ("LATIN1".into(), OsString::from_vec(b"caf\xe9 \xff\x80".to_vec())),
+        (OsString::from_vec(b"NAME\xe9".to_vec()), "non-UTF-8 name".into()),
+        ("WITH SPACE".into(), "systemd refuses this name".into()),
+        ("EMPTY".into(), "".into()),
+        ("MULTI".into(), "line one\nline two\ttab".into()),
+    ];
+    let mut cmd = phasebox(&["cat", "/proc/self/environ"]);
+    cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    let out = output(&mut cmd);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut got: Vec<&[u8]> = out.stdout.split(|&b| b == 0).filter(|e| !e.is_empty()).collect();
+    let wanted: Vec<Vec<u8>> = env
+        .iter()
+        .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
+        .collect();
+    let mut wanted: Vec<&[u8]> = wanted.iter().map(|e| e.as_slice()).collect();
+    got.sort();
+    wanted.sort();
+    assert_eq!(got, wanted);
+
+    let mut cmd = phasebox(&["bash", "-c", "greet"]);
+    cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    assert_eq!(stdout(&output(&mut cmd)), "hello from an exported function\n");
+
+    let mut cmd = phasebox(&["-E", "ADDED=1", "-E", "PATH", "--", "sh", "-c", "echo $ADDED $PATH"]);
+    cmd.env_clear().env("PATH", "/usr/bin:/bin");
+    assert_eq!(stdout(&output(&mut cmd)), "1 /usr/bin:/bin\n");
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn working_directory_umask_and_identity_are_the_callers() {
+    let dir = std::env::temp_dir().join("phasebox cwd test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = phasebox(&sh("pwd; umask; id -u; id -g"));
+    cmd.current_dir(&dir);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o027);
+            Ok(())
+        });
+    }
+    let out = output(&mut cmd);
+    assert_eq!(stdout(&out), format!("{}\n0027\n0\n0\n", dir.display()), "{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn only_loopback_exists_and_it_is_up() {
+    let out = output(&mut phasebox(&["ip", "-o", "link", "show"]));
+    let links = stdout(&out);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.starts_with("1: lo: <LOOPBACK,UP,LOWER_UP>"), "{links}");
+    let out = output(&mut phasebox(&["ip", "-o", "addr", "show"]));
+    let addrs = stdout(&out);
+    assert!(addrs.lines().all(|l| l.contains(" lo ")), "{addrs}");
+    assert!(addrs.contains("inet 127.0.0.1/8"), "{addrs}");
+    assert!(addrs.contains("inet6 ::1/128"), "{addrs}");
+    // The host has more than loopback: the comparison means something.
+    let host_links = stdout(&host("ip", &["-o", "link", "show"]));
+    assert!(host_links.lines().count() > 1, "{host_links}");
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn host_tcp_on_loopback_is_unreachable() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{port}");
+    let direct = output(Command::new("bash").args(["-c", &connect]));
+    assert!(direct.status.success(), "control: the listener must be reachable without phasebox");
+    let out = output(&mut phasebox(&["bash", "-c", &connect]));
+    assert_ne!(code(&out), 0, "reached the host's listener from inside");
+    assert!(stderr(&out).contains("Connection refused"), "{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn host_sysv_shared_memory_is_invisible() {
+    let made = stdout(&host("ipcmk", &["-M", "4096"]));
+    let id = made.trim().rsplit(' ').next().unwrap().to_string();
+    let listed = |text: &str| text.lines().any(|l| l.split_whitespace().nth(1) == Some(id.as_str()));
+    let on_host = stdout(&host("ipcs", &["-m"]));
+    let inside = stdout(&output(&mut phasebox(&["ipcs", "-m"])));
+    host("ipcrm", &["-m", &id]);
+    assert!(listed(&on_host), "control: segment {id} must be visible on the host:\n{on_host}");
+    assert!(!listed(&inside), "segment {id} visible inside:\n{inside}");
+}
+
+/// The phase leaves `sleep 1000` behind and prints its PID once it has exec'd.
+const LEAVE_ORPHAN: &str = "sleep 1000 & while [ \"$(cat /proc/$!/comm)\" != sleep ]; do :; done; echo $!";
+
+fn is_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn orphans_are_killed_and_reported() {
+    let out = output(&mut phasebox(&sh(LEAVE_ORPHAN)));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let pid = stdout(&out).trim().to_string();
+    assert!(stderr(&out).contains(&format!("phasebox: killed orphan {pid} (sleep)")), "{}", stderr(&out));
+    assert!(is_gone(&pid), "orphan {pid} survived");
+
+    let out = output(&mut phasebox(&[vec!["-q".to_string()], sh(LEAVE_ORPHAN)].concat()));
+    let pid = stdout(&out).trim().to_string();
+    assert_eq!(stderr(&out), "", "-q must silence the orphan report");
+    assert!(is_gone(&pid), "orphan {pid} survived");
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn unprivileged_user_gets_the_same_sandbox_from_its_user_manager() {
+    let (name, uid) = rig::rig_user();
+    let out = output(&mut phasebox_as_user(&sh(
+        "id -u; ip -o link show | wc -l; touch phasebox-owned; echo out; exit 5",
+    )));
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{uid}\n1\nout\n"), "{}", stderr(&out));
+    let meta = std::fs::metadata(format!("/home/{name}/phasebox-owned")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, uid), "files the phase creates belong to the caller");
+
+    let out = output(&mut phasebox_as_user(&sh(LEAVE_ORPHAN)));
+    let pid = stdout(&out).trim().to_string();
+    assert!(stderr(&out).contains(&format!("killed orphan {pid} (sleep)")), "{}", stderr(&out));
+    assert!(is_gone(&pid));
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn an_isolation_systemd_skipped_stops_the_phase_unless_best_effort() {
+    // A user manager without PrivateUsers= silently skips PrivateNetwork/PrivateIPC.
+    let marker = "/tmp/phasebox-must-not-exist";
+    let _ = std::fs::remove_file(marker);
+    let out = output(&mut phasebox_as_user(&["-p", "PrivateUsers=no", "--", "touch", marker]));
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("did not get a private network or private IPC") && err.contains("--best-effort"), "{err}");
+    assert!(std::fs::metadata(marker).is_err(), "the command ran without its sandbox");
+
+    let out = output(&mut phasebox_as_user(&["--best-effort", "-p", "PrivateUsers=no", "--", "echo", "ran"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ran\n");
+    assert!(stderr(&out).contains("warning: running without private network"), "{}", stderr(&out));
+}
+
+fn units_matching(pattern: &str) -> String {
+    stdout(&host("systemctl", &["list-units", "--all", "--no-legend", "--plain", pattern]))
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn a_thousand_runs_leave_no_unit_behind() {
+    for i in 0..1000 {
+        let out = output(&mut phasebox(&["-q", "--unit", &format!("phasebox-loop-{i}"), "--", "true"]));
+        assert_eq!(code(&out), 0, "run {i}: {}", stderr(&out));
+    }
+    assert_eq!(units_matching("phasebox-loop-*"), "");
+    let leftovers: Vec<_> = std::fs::read_dir("/run/phasebox")
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.as_bytes().starts_with(b"phasebox-loop-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn bad_properties_fail_before_anything_starts() {
+    let out = output(&mut phasebox(&["--unit", "phasebox-bad-prop", "-p", "MemoryMax=lots", "--", "true"]));
+    assert_eq!(code(&out), 125);
+    assert!(stderr(&out).contains("MemoryMax"), "{}", stderr(&out));
+    let out = output(&mut phasebox(&["--unit", "phasebox-bad-prop", "-p", "Frobnicate=1", "--", "true"]));
+    assert_eq!(code(&out), 125);
+    assert!(stderr(&out).contains("unknown or unsupported property 'Frobnicate'"), "{}", stderr(&out));
+    let state = stdout(&host("systemctl", &["show", "-P", "LoadState", "phasebox-bad-prop.service"]));
+    assert_eq!(state.trim(), "not-found");
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn typed_properties_reach_the_unit() {
+    let out = output(&mut phasebox(&[
+        "-v", "-p", "MemoryMax=64M", "-p", "TasksMax=77", "-p", "LimitNOFILE=1000:2000", "-p", "Nice=5", "--",
+        "sh", "-c", "cat /proc/self/cgroup; ulimit -Sn; ulimit -Hn; nice",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let cgroup = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap().to_string();
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("0::")).skip(1);
+    assert_eq!(lines.next(), Some("1000"));
+    assert_eq!(lines.next(), Some("2000"));
+    assert_eq!(lines.next(), Some("5"));
+    assert!(cgroup.starts_with("/phasebox.slice/phasebox-"), "{cgroup}");
+    let err = stderr(&out);
+    assert!(err.contains("PrivateNetwork=yes") && err.contains("MemoryMax=67108864") && err.contains("TasksMax=77"), "{err}");
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn an_existing_unit_name_is_refused() {
+    host("systemd-run", &["--quiet", "--unit", "phasebox-taken", "sleep", "300"]);
+    let out = output(&mut phasebox(&["--unit", "phasebox-taken", "--", "true"]));
+    host("systemctl", &["stop", "phasebox-taken.service"]);
+    assert_eq!(code(&out), 125);
+    assert!(stderr(&out).contains("phasebox-taken.service already exists"), "{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn checked_in_interfaces_match_the_live_systemd() {
+    rig::require_rig();
+    let introspect = |path: &str| {
+        stdout(&host("busctl", &["introspect", "--xml-interface", "org.freedesktop.systemd1", path]))
+    };
+    let mut live = common::interfaces::flatten(&introspect("/org/freedesktop/systemd1"));
+    live.extend(common::interfaces::flatten(&introspect("/org/freedesktop/systemd1/unit/dbus_2eservice")));
+    let ours = common::interfaces::ours();
+    assert!(!ours.is_empty());
+    for (member, signature) in &ours {
+        assert_eq!(live.get(member), Some(signature), "{member:?} differs from the live systemd");
+    }
+}

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Run one build phase in its own transient systemd unit, with a private network
 /// (only loopback) and private IPC, and kill everything it leaves behind.
@@ -17,7 +17,6 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run COMMAND as a sandboxed transient service and exit with its status.
-    #[command(after_long_help = EXIT_STATUS_HELP)]
     Run(RunArgs),
     /// Internal: ExecStart of the unit; restores the caller's context and runs the command.
     #[command(name = "__inner", hide = true)]
@@ -80,12 +79,7 @@ pub struct RunArgs {
     pub verbose: bool,
 
     /// The command to run, and its arguments.
-    #[arg(
-        value_name = "COMMAND",
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true)]
     pub command: Vec<OsString>,
 }
 
@@ -95,18 +89,40 @@ pub struct InnerArgs {
     pub context: PathBuf,
 }
 
+/// The clap definition, with the parts generated from other modules' tables.
+pub fn command() -> clap::Command {
+    let properties = crate::systemd::properties::accepted_names().join(", ");
+    Cli::command().mut_subcommand("run", |run| {
+        run.after_long_help(format!("Properties accepted by -p:\n  {properties}\n\n{EXIT_STATUS_HELP}"))
+    })
+}
+
+/// Parse argv. Usage errors exit with 125 like every failure of phasebox itself
+/// (clap's own default, 2, would look like the command's status).
 pub fn parse() -> Cli {
-    Cli::parse()
+    let matches = command().try_get_matches().unwrap_or_else(|error| exit_on(error));
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| exit_on(error))
+}
+
+fn exit_on(error: clap::Error) -> ! {
+    let _ = error.print();
+    std::process::exit(if error.use_stderr() { crate::exit::PHASEBOX_FAILED as i32 } else { 0 })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn definitions_are_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn long_help_lists_the_properties_and_exit_statuses() {
+        let mut run = command().find_subcommand("run").unwrap().clone();
+        let help = run.render_long_help().to_string();
+        assert!(help.contains("MemoryMax, MemoryHigh") && help.contains("128+N"), "{help}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
+use crate::host::{Host, Linux};
 use crate::namespaces::{Kind, NsId};
 use crate::wire::{Decoder, Encoder};
 
@@ -121,23 +122,23 @@ impl CallerContext {
 }
 
 /// Resource limits the inner mode restores (the service manager sets its own defaults).
-pub const RLIMITS: [(libc::__rlimit_resource_t, &str); 16] = [
-    (libc::RLIMIT_CPU, "CPU"),
-    (libc::RLIMIT_FSIZE, "FSIZE"),
-    (libc::RLIMIT_DATA, "DATA"),
-    (libc::RLIMIT_STACK, "STACK"),
-    (libc::RLIMIT_CORE, "CORE"),
-    (libc::RLIMIT_RSS, "RSS"),
-    (libc::RLIMIT_NPROC, "NPROC"),
-    (libc::RLIMIT_NOFILE, "NOFILE"),
-    (libc::RLIMIT_MEMLOCK, "MEMLOCK"),
-    (libc::RLIMIT_AS, "AS"),
-    (libc::RLIMIT_LOCKS, "LOCKS"),
-    (libc::RLIMIT_SIGPENDING, "SIGPENDING"),
-    (libc::RLIMIT_MSGQUEUE, "MSGQUEUE"),
-    (libc::RLIMIT_NICE, "NICE"),
-    (libc::RLIMIT_RTPRIO, "RTPRIO"),
-    (libc::RLIMIT_RTTIME, "RTTIME"),
+pub const RLIMITS: [u32; 16] = [
+    libc::RLIMIT_CPU,
+    libc::RLIMIT_FSIZE,
+    libc::RLIMIT_DATA,
+    libc::RLIMIT_STACK,
+    libc::RLIMIT_CORE,
+    libc::RLIMIT_RSS,
+    libc::RLIMIT_NPROC,
+    libc::RLIMIT_NOFILE,
+    libc::RLIMIT_MEMLOCK,
+    libc::RLIMIT_AS,
+    libc::RLIMIT_LOCKS,
+    libc::RLIMIT_SIGPENDING,
+    libc::RLIMIT_MSGQUEUE,
+    libc::RLIMIT_NICE,
+    libc::RLIMIT_RTPRIO,
+    libc::RLIMIT_RTTIME,
 ];
 
 /// The calling process's own identity, umask, limits and environment.
@@ -168,16 +169,7 @@ impl Caller {
                 .into_iter()
                 .map(|g| g.as_raw())
                 .collect(),
-            rlimits: RLIMITS
-                .iter()
-                .map(|&(resource, _)| {
-                    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                    // SAFETY: getrlimit writes into the struct we own.
-                    let rc = unsafe { libc::getrlimit(resource, &mut lim) };
-                    (rc == 0).then_some(Rlimit { resource: resource as u32, soft: lim.rlim_cur, hard: lim.rlim_max })
-                })
-                .flatten()
-                .collect(),
+            rlimits: RLIMITS.iter().filter_map(|&r| Linux.rlimit(r).ok()).collect(),
             ignored_signals: ignored_signals(),
             blocked_signals: blocked_signals(),
         })
@@ -199,7 +191,8 @@ fn ignored_signals() -> Vec<u32> {
 
 /// The calling thread's blocked signals (the mask survives exec too).
 fn blocked_signals() -> Vec<u32> {
-    let mask = nix::sys::signal::SigSet::thread_get_mask().unwrap_or_else(|_| nix::sys::signal::SigSet::empty());
+    let mask =
+        nix::sys::signal::SigSet::thread_get_mask().unwrap_or_else(|_| nix::sys::signal::SigSet::empty());
     mask.iter().map(|s| s as i32 as u32).collect()
 }
 

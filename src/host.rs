@@ -69,7 +69,8 @@ impl Host for Linux {
     }
 
     fn chdir(&mut self, dir: &Path) -> Result<()> {
-        nix::unistd::chdir(dir).with_context(|| format!("cannot enter the working directory {}", dir.display()))
+        nix::unistd::chdir(dir)
+            .with_context(|| format!("cannot enter the working directory {}", dir.display()))
     }
 
     fn umask(&mut self, mask: u32) {

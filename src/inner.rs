@@ -91,10 +91,10 @@ pub fn restore(context: &CallerContext, host: &mut impl Host) -> Result<()> {
     for &limit in &context.rlimits {
         // An unprivileged caller may have had a higher hard limit than the manager
         // grants: then keep the manager's hard limit and come as close as it allows.
-        if host.set_rlimit(limit).is_err() {
-            if let Ok(current) = host.rlimit(limit.resource) {
-                let _ = host.set_rlimit(Rlimit { soft: limit.soft.min(current.hard), ..current });
-            }
+        if host.set_rlimit(limit).is_err()
+            && let Ok(current) = host.rlimit(limit.resource)
+        {
+            let _ = host.set_rlimit(Rlimit { soft: limit.soft.min(current.hard), ..current });
         }
     }
     if host.is_root() {
@@ -133,7 +133,8 @@ fn run_command(context: &CallerContext) -> Termination {
         Ok(ForkResult::Child) => exec_command(context),
         Ok(ForkResult::Parent { child }) => {
             CHILD.store(child.as_raw(), Ordering::Relaxed);
-            let action = SigAction::new(SigHandler::Handler(forward_signal), SaFlags::SA_RESTART, SigSet::empty());
+            let action =
+                SigAction::new(SigHandler::Handler(forward_signal), SaFlags::SA_RESTART, SigSet::empty());
             for signal in FORWARDED {
                 // SAFETY: the handler only calls kill().
                 let _ = unsafe { sigaction(signal, &action) };
@@ -178,11 +179,8 @@ fn exec_command(context: &CallerContext) -> ! {
         // SAFETY: installing SIG_DFL/SIG_IGN is always sound.
         let _ = unsafe { sigaction(signal, &SigAction::new(handler, SaFlags::empty(), SigSet::empty())) };
     }
-    let mask: SigSet = context
-        .blocked_signals
-        .iter()
-        .filter_map(|&s| Signal::try_from(s as i32).ok())
-        .collect();
+    let mask: SigSet =
+        context.blocked_signals.iter().filter_map(|&s| Signal::try_from(s as i32).ok()).collect();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
 
     let cstring = |b: &[u8]| CString::new(b).unwrap_or_default();
@@ -208,7 +206,10 @@ fn exit_like(termination: Termination) -> u8 {
                 // SAFETY: plain system calls on our own process.
                 unsafe {
                     libc::setrlimit(libc::RLIMIT_CORE, &none);
-                    let _ = sigaction(signal, &SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty()));
+                    let _ = sigaction(
+                        signal,
+                        &SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty()),
+                    );
                 }
                 let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&std::iter::once(signal).collect()), None);
                 let _ = nix::sys::signal::raise(signal);
@@ -251,9 +252,11 @@ mod tests {
     #[test]
     fn an_isolation_is_missing_when_the_namespace_is_the_launchers() {
         let mut host = FakeHost::new(true);
-        host.namespaces = vec![(Kind::Network, NsId { dev: 4, ino: 1 }), (Kind::Ipc, NsId { dev: 4, ino: 9 })];
+        host.namespaces =
+            vec![(Kind::Network, NsId { dev: 4, ino: 1 }), (Kind::Ipc, NsId { dev: 4, ino: 9 })];
         assert_eq!(missing_isolations(&context(), &host), [Kind::Network]);
-        host.namespaces = vec![(Kind::Network, NsId { dev: 4, ino: 8 }), (Kind::Ipc, NsId { dev: 4, ino: 9 })];
+        host.namespaces =
+            vec![(Kind::Network, NsId { dev: 4, ino: 8 }), (Kind::Ipc, NsId { dev: 4, ino: 9 })];
         assert!(missing_isolations(&context(), &host).is_empty());
         // A namespace that can't be read counts as missing: never assume isolation.
         host.namespaces = vec![(Kind::Ipc, NsId { dev: 4, ino: 9 })];

@@ -79,7 +79,11 @@ impl Plan {
             uid: caller.uid,
             gid: caller.gid,
             groups: caller.groups,
-            rlimits: caller.rlimits.into_iter().filter(|r| !overridden_rlimits.contains(&r.resource)).collect(),
+            rlimits: caller
+                .rlimits
+                .into_iter()
+                .filter(|r| !overridden_rlimits.contains(&r.resource))
+                .collect(),
             ignored_signals: caller.ignored_signals,
             blocked_signals: caller.blocked_signals,
             expected,

@@ -32,7 +32,10 @@ pub fn directory(manager: Manager) -> Result<PathBuf> {
 impl RunFiles {
     pub fn paths(manager: Manager, unit: &str) -> Result<RunFiles> {
         let dir = directory(manager)?;
-        Ok(RunFiles { context: dir.join(format!("{unit}.context")), findings: dir.join(format!("{unit}.findings")) })
+        Ok(RunFiles {
+            context: dir.join(format!("{unit}.context")),
+            findings: dir.join(format!("{unit}.findings")),
+        })
     }
 
     /// Write the context file, readable only by the caller.
@@ -63,10 +66,7 @@ fn ensure_private(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(dir).with_context(|| format!("checking {}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != nix::unistd::getuid().as_raw() || meta.mode() & 0o077 != 0 {
-        bail!(
-            "{} must be a directory owned by you with mode 0700; remove it and try again",
-            dir.display()
-        );
+        bail!("{} must be a directory owned by you with mode 0700; remove it and try again", dir.display());
     }
     Ok(())
 }

@@ -107,10 +107,7 @@ fn environment_arrives_byte_exact() {
     let out = output(&mut cmd);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let mut got: Vec<&[u8]> = out.stdout.split(|&b| b == 0).filter(|e| !e.is_empty()).collect();
-    let wanted: Vec<Vec<u8>> = env
-        .iter()
-        .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
-        .collect();
+    let wanted: Vec<Vec<u8>> = env.iter().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat()).collect();
     let mut wanted: Vec<&[u8]> = wanted.iter().map(|e| e.as_slice()).collect();
     got.sort();
     wanted.sort();
@@ -186,6 +183,46 @@ fn host_sysv_shared_memory_is_invisible() {
     assert!(!listed(&inside), "segment {id} visible inside:\n{inside}");
 }
 
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn host_abstract_unix_socket_is_unreachable() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("phasebox-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let connect = format!("import socket; socket.socket(socket.AF_UNIX).connect('\\0{name}')");
+    let direct = output(Command::new("python3").args(["-c", &connect]));
+    assert!(direct.status.success(), "control: {}", stderr(&direct));
+    let out = output(&mut phasebox(&["python3", "-c", &connect]));
+    assert_ne!(code(&out), 0, "reached the host's abstract socket from inside");
+    assert!(stderr(&out).contains("ConnectionRefusedError"), "{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn host_posix_message_queue_is_invisible() {
+    // mq_open through ctypes: exits 0 if the queue opens, 3 if it does not exist.
+    let queue = format!("/phasebox-test-{}", std::process::id());
+    let script = |flags: &str| {
+        format!(
+            "import ctypes, os, sys\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             libc.mq_open.restype = ctypes.c_int\n\
+             fd = libc.mq_open(b'{queue}', {flags}, 0o600, None)\n\
+             sys.exit(0 if fd >= 0 else 3 if ctypes.get_errno() == 2 else 1)"
+        )
+    };
+    let create = script("os.O_RDWR | os.O_CREAT");
+    let open = script("os.O_RDWR");
+    host("python3", &["-c", &create]);
+    let control = output(Command::new("python3").args(["-c", &open]));
+    let inside = output(&mut phasebox(&["python3", "-c", &open]));
+    let unlink = format!("import ctypes; ctypes.CDLL(None).mq_unlink(b'{queue}')");
+    host("python3", &["-c", &unlink]);
+    assert_eq!(code(&control), 0, "control: the queue must open on the host: {}", stderr(&control));
+    assert_eq!(code(&inside), 3, "the host's queue is visible inside: {}", stderr(&inside));
+}
+
 /// The phase leaves `sleep 1000` behind and prints its PID once it has exec'd.
 const LEAVE_ORPHAN: &str = "sleep 1000 & while [ \"$(cat /proc/$!/comm)\" != sleep ]; do :; done; echo $!";
 
@@ -238,7 +275,10 @@ fn an_isolation_systemd_skipped_stops_the_phase_unless_best_effort() {
     let out = output(&mut phasebox_as_user(&["-p", "PrivateUsers=no", "--", "touch", marker]));
     assert_eq!(code(&out), 125, "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("did not get a private network or private IPC") && err.contains("--best-effort"), "{err}");
+    assert!(
+        err.contains("did not get a private network or private IPC") && err.contains("--best-effort"),
+        "{err}"
+    );
     assert!(std::fs::metadata(marker).is_err(), "the command ran without its sandbox");
 
     let out = output(&mut phasebox_as_user(&["--best-effort", "-p", "PrivateUsers=no", "--", "echo", "ran"]));
@@ -284,8 +324,19 @@ fn bad_properties_fail_before_anything_starts() {
 #[ignore = "needs the booted systemd: run tests/run"]
 fn typed_properties_reach_the_unit() {
     let out = output(&mut phasebox(&[
-        "-v", "-p", "MemoryMax=64M", "-p", "TasksMax=77", "-p", "LimitNOFILE=1000:2000", "-p", "Nice=5", "--",
-        "sh", "-c", "cat /proc/self/cgroup; ulimit -Sn; ulimit -Hn; nice",
+        "-v",
+        "-p",
+        "MemoryMax=64M",
+        "-p",
+        "TasksMax=77",
+        "-p",
+        "LimitNOFILE=1000:2000",
+        "-p",
+        "Nice=5",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; ulimit -Sn; ulimit -Hn; nice",
     ]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let text = stdout(&out);
@@ -296,7 +347,12 @@ fn typed_properties_reach_the_unit() {
     assert_eq!(lines.next(), Some("5"));
     assert!(cgroup.starts_with("/phasebox.slice/phasebox-"), "{cgroup}");
     let err = stderr(&out);
-    assert!(err.contains("PrivateNetwork=yes") && err.contains("MemoryMax=67108864") && err.contains("TasksMax=77"), "{err}");
+    assert!(
+        err.contains("PrivateNetwork=yes")
+            && err.contains("MemoryMax=67108864")
+            && err.contains("TasksMax=77"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -80,9 +80,12 @@ pub async fn run(plan: Plan) -> Result<Outcome, Failure> {
             break;
         }
         loop {
-            let signal = changes.next().await.ok_or_else(|| anyhow!("lost the bus connection while the phase ran"))?;
+            let signal =
+                changes.next().await.ok_or_else(|| anyhow!("lost the bus connection while the phase ran"))?;
             let args = signal.args().context("decoding PropertiesChanged")?;
-            if args.interface_name.as_str() == UNIT_INTERFACE && args.changed_properties.contains_key("ActiveState") {
+            if args.interface_name.as_str() == UNIT_INTERFACE
+                && args.changed_properties.contains_key("ActiveState")
+            {
                 break;
             }
         }
@@ -106,7 +109,13 @@ fn is_final(state: &str) -> bool {
     state == "inactive" || state == "failed"
 }
 
-fn outcome(plan: &Plan, code: i32, status: i32, result: &str, findings: Option<Findings>) -> Result<Outcome, Failure> {
+fn outcome(
+    plan: &Plan,
+    code: i32,
+    status: i32,
+    result: &str,
+    findings: Option<Findings>,
+) -> Result<Outcome, Failure> {
     let journal = journal_hint(plan);
     let findings = match findings {
         Some(f) => f,
@@ -124,8 +133,9 @@ fn outcome(plan: &Plan, code: i32, status: i32, result: &str, findings: Option<F
     if let Some(error) = findings.setup_error {
         return Err(anyhow!("could not restore your context inside {}: {error}", plan.unit).into());
     }
-    let termination = Termination::from_cld(code, status)
-        .ok_or_else(|| anyhow!("{} ended without an exit status (result: {result}); see `{journal}`", plan.unit))?;
+    let termination = Termination::from_cld(code, status).ok_or_else(|| {
+        anyhow!("{} ended without an exit status (result: {result}); see `{journal}`", plan.unit)
+    })?;
     Ok(Outcome { termination, orphans: findings.orphans })
 }
 
@@ -137,11 +147,12 @@ fn isolation_error(plan: &Plan, missing: &[Kind]) -> anyhow::Error {
         Manager::User => "a user manager can only do so inside a user namespace (PrivateUsers=yes)",
     };
     anyhow!(
-        "the phase did not get a {}: systemd accepted {} but did not apply it ({why}); \
+        "the phase did not get a {}: systemd accepted {} but did not apply {} ({why}); \
          the command was not run. Run phasebox where namespaces are allowed, or pass \
          --best-effort to run without that isolation. See `{}`",
         what.join(" or "),
         props.join(" and "),
+        if missing.len() == 1 { "it" } else { "them" },
         journal_hint(plan)
     )
 }
@@ -160,15 +171,21 @@ fn explain_start_error(error: zbus::Error, plan: &Plan) -> Failure {
             let text = text.as_deref().unwrap_or("");
             match name.as_str() {
                 "org.freedesktop.systemd1.UnitExists" => {
-                    format!("unit {unit} already exists; choose another name with --unit, or leave --unit out")
+                    format!(
+                        "unit {unit} already exists; choose another name with --unit, or leave --unit out"
+                    )
                 }
-                "org.freedesktop.DBus.Error.AccessDenied" | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => {
+                "org.freedesktop.DBus.Error.AccessDenied"
+                | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => {
                     format!("systemd refused to start {unit}: {text}; run as root, or use --user")
                 }
-                "org.freedesktop.DBus.Error.PropertyReadOnly" | "org.freedesktop.DBus.Error.UnknownProperty" => {
+                "org.freedesktop.DBus.Error.PropertyReadOnly"
+                | "org.freedesktop.DBus.Error.UnknownProperty" => {
                     format!("this systemd does not accept a property phasebox sent: {text}")
                 }
-                "org.freedesktop.DBus.Error.InvalidArgs" => format!("systemd rejected a property value: {text}"),
+                "org.freedesktop.DBus.Error.InvalidArgs" => {
+                    format!("systemd rejected a property value: {text}")
+                }
                 _ => format!("systemd refused to start {unit}: {name}: {text}"),
             }
         }
@@ -180,9 +197,9 @@ fn explain_start_error(error: zbus::Error, plan: &Plan) -> Failure {
 /// phasebox itself, run by systemd as the unit's ExecStart in inner mode.
 fn inner_executable() -> Result<String, Failure> {
     let path = std::env::current_exe().context("finding phasebox's own executable")?;
-    path.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("phasebox's own path {} is not UTF-8, which D-Bus can't carry", path.display()).into())
+    path.to_str().map(str::to_owned).ok_or_else(|| {
+        anyhow!("phasebox's own path {} is not UTF-8, which D-Bus can't carry", path.display()).into()
+    })
 }
 
 /// The caller's stdin, stdout and stderr, handed to systemd as descriptors; a closed

@@ -149,7 +149,10 @@ enum Syntax {
     Nice,
     Weight,
     /// A resource limit "N" or "SOFT:HARD", sent as `<Name>` (hard) and `<Name>Soft`.
-    Limit { resource: libc::__rlimit_resource_t, bytes: bool },
+    Limit {
+        resource: libc::__rlimit_resource_t,
+        bytes: bool,
+    },
     Bool,
     Signal,
 }
@@ -165,7 +168,12 @@ const fn spec(name: &'static str, syntax: Syntax) -> Spec {
     Spec { name, dbus: name, soft: "", syntax }
 }
 
-const fn limit(name: &'static str, soft: &'static str, resource: libc::__rlimit_resource_t, bytes: bool) -> Spec {
+const fn limit(
+    name: &'static str,
+    soft: &'static str,
+    resource: libc::__rlimit_resource_t,
+    bytes: bool,
+) -> Spec {
     Spec { name, dbus: name, soft, syntax: Syntax::Limit { resource, bytes } }
 }
 
@@ -227,9 +235,7 @@ pub struct UserProperty {
 
 /// Parse one `-p NAME=VALUE`; errors name the property and say what was expected.
 pub fn parse_assignment(text: &str) -> Result<UserProperty> {
-    let (name, value) = text
-        .split_once('=')
-        .ok_or_else(|| anyhow!("-p {text}: expected NAME=VALUE"))?;
+    let (name, value) = text.split_once('=').ok_or_else(|| anyhow!("-p {text}: expected NAME=VALUE"))?;
     let spec = SPECS.iter().find(|s| s.name == name).ok_or_else(|| {
         anyhow!(
             "-p {text}: unknown or unsupported property '{name}'; phasebox accepts: {}",
@@ -239,7 +245,7 @@ pub fn parse_assignment(text: &str) -> Result<UserProperty> {
     let properties = convert(spec, value)
         .with_context(|| format!("-p {text}: bad value for {name}: {}", expectation(spec.syntax)))?;
     let rlimit = match spec.syntax {
-        Syntax::Limit { resource, .. } => Some(resource as u32),
+        Syntax::Limit { resource, .. } => Some(resource),
         _ => None,
     };
     Ok(UserProperty { name: spec.name, properties, rlimit })
@@ -288,14 +294,20 @@ fn limit_count(value: &str) -> Result<u64> {
 
 fn expectation(syntax: Syntax) -> &'static str {
     match syntax {
-        Syntax::Memory => "expected bytes with an optional K, M, G, T suffix (e.g. 2G), a percentage, or 'infinity'",
+        Syntax::Memory => {
+            "expected bytes with an optional K, M, G, T suffix (e.g. 2G), a percentage, or 'infinity'"
+        }
         Syntax::CpuQuota => "expected a percentage of one CPU, e.g. 150%",
         Syntax::Tasks => "expected a number of tasks, a percentage, or 'infinity'",
         Syntax::Time => "expected a time span like 90, 90s, 1min 30s, 2h, or 'infinity'",
         Syntax::Nice => "expected a nice level from -20 to 19",
         Syntax::Weight => "expected a weight from 1 to 10000",
-        Syntax::Limit { bytes: true, .. } => "expected a size or SOFT:HARD sizes (e.g. 1G or 512M:1G), or 'infinity'",
-        Syntax::Limit { bytes: false, .. } => "expected a number or SOFT:HARD numbers (e.g. 4096 or 1024:4096), or 'infinity'",
+        Syntax::Limit { bytes: true, .. } => {
+            "expected a size or SOFT:HARD sizes (e.g. 1G or 512M:1G), or 'infinity'"
+        }
+        Syntax::Limit { bytes: false, .. } => {
+            "expected a number or SOFT:HARD numbers (e.g. 4096 or 1024:4096), or 'infinity'"
+        }
         Syntax::Bool => "expected yes or no",
         Syntax::Signal => "expected a signal name or number, e.g. TERM",
     }
@@ -322,7 +334,7 @@ mod tests {
             parsed("LimitNOFILE=1024:4096"),
             [prop("LimitNOFILE", PropValue::U64(4096)), prop("LimitNOFILESoft", PropValue::U64(1024))]
         );
-        assert_eq!(parse_assignment("LimitNOFILE=10").unwrap().rlimit, Some(libc::RLIMIT_NOFILE as u32));
+        assert_eq!(parse_assignment("LimitNOFILE=10").unwrap().rlimit, Some(libc::RLIMIT_NOFILE));
     }
 
     #[test]
@@ -330,10 +342,15 @@ mod tests {
         let err = format!("{:#}", parse_assignment("MemoryMax=lots").unwrap_err());
         assert!(err.contains("MemoryMax") && err.contains("expected bytes"), "{err}");
         let err = format!("{:#}", parse_assignment("Frobnicate=1").unwrap_err());
-        assert!(err.contains("unknown or unsupported property 'Frobnicate'") && err.contains("MemoryMax"), "{err}");
+        assert!(
+            err.contains("unknown or unsupported property 'Frobnicate'") && err.contains("MemoryMax"),
+            "{err}"
+        );
         let err = format!("{:#}", parse_assignment("MemoryMax").unwrap_err());
         assert!(err.contains("NAME=VALUE"), "{err}");
-        for bad in ["Nice=20", "CPUWeight=0", "CPUQuota=0%", "LimitNOFILE=10:5", "User=root", "PrivateNetwork=no"] {
+        for bad in
+            ["Nice=20", "CPUWeight=0", "CPUQuota=0%", "LimitNOFILE=10:5", "User=root", "PrivateNetwork=no"]
+        {
             assert!(parse_assignment(bad).is_err(), "{bad}");
         }
     }
@@ -347,7 +364,13 @@ mod tests {
                 "KillSignal" => "TERM",
                 "Nice" => "1",
                 n if n.ends_with("Sec") => "1s",
-                n if n.contains("Accounting") || n.starts_with("Private") || n.starts_with("No") || n.starts_with("Send") => "yes",
+                n if n.contains("Accounting")
+                    || n.starts_with("Private")
+                    || n.starts_with("No")
+                    || n.starts_with("Send") =>
+                {
+                    "yes"
+                }
                 _ => "1",
             };
             for p in parsed(&format!("{name}={value}")) {

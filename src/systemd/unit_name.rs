@@ -4,7 +4,8 @@ use anyhow::{Result, bail};
 
 /// A valid service unit name from `--unit`, with ".service" appended when missing.
 pub fn service_name(requested: &str) -> Result<String> {
-    let name = if requested.ends_with(".service") { requested.to_string() } else { format!("{requested}.service") };
+    let name =
+        if requested.ends_with(".service") { requested.to_string() } else { format!("{requested}.service") };
     let stem = &name[..name.len() - ".service".len()];
     let valid_char = |c: char| c.is_ascii_alphanumeric() || ":_.\\-".contains(c);
     if stem.is_empty() || name.len() > 255 || !stem.chars().all(valid_char) || stem.contains('@') {
@@ -33,7 +34,10 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 }
 
 fn nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// The object path of a unit: every byte that is not ASCII alphanumeric (and a leading
@@ -57,7 +61,10 @@ mod tests {
     #[test]
     fn object_paths_escape_like_systemd() {
         assert_eq!(object_path("dbus.service"), "/org/freedesktop/systemd1/unit/dbus_2eservice");
-        assert_eq!(object_path("phasebox-1a.service"), "/org/freedesktop/systemd1/unit/phasebox_2d1a_2eservice");
+        assert_eq!(
+            object_path("phasebox-1a.service"),
+            "/org/freedesktop/systemd1/unit/phasebox_2d1a_2eservice"
+        );
         assert_eq!(object_path("0x.service"), "/org/freedesktop/systemd1/unit/_30x_2eservice");
     }
 

@@ -13,7 +13,8 @@ pub fn flatten(xml: &str) -> Members {
         for m in iface.methods() {
             let (ins, outs): (Vec<_>, Vec<_>) =
                 m.args().iter().partition(|a| a.direction() != Some(zbus_xml::ArgDirection::Out));
-            let join = |args: Vec<&zbus_xml::Arg>| args.iter().map(|a| a.ty().to_string()).collect::<String>();
+            let join =
+                |args: Vec<&zbus_xml::Arg>| args.iter().map(|a| a.ty().to_string()).collect::<String>();
             let mut sig = join(ins);
             if !outs.is_empty() {
                 sig = format!("{sig}->{}", join(outs));

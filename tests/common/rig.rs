@@ -8,7 +8,9 @@ pub const NEEDS_RIG: &str = "needs the booted systemd: run tests/run";
 
 /// The phasebox binary: the copy tests/run installed in the container, or cargo's.
 pub fn phasebox_bin() -> PathBuf {
-    std::env::var_os("PHASEBOX_BIN").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_phasebox").into())
+    std::env::var_os("PHASEBOX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_phasebox").into())
 }
 
 /// Refuse to run outside the rig: these tests need a real systemd as PID 1.

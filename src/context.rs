@@ -35,17 +35,7 @@ pub struct CallerContext {
     /// The resolved executable (absolute, or relative to `cwd` when it contains a slash).
     pub program: OsString,
     pub argv: Vec<OsString>,
-    /// NAME=VALUE entries, in the caller's order, byte-exact.
-    pub env: Vec<OsString>,
-    pub cwd: PathBuf,
-    pub umask: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub rlimits: Vec<Rlimit>,
-    /// Signals the caller ignores (SIG_IGN survives exec) and blocks.
-    pub ignored_signals: Vec<u32>,
-    pub blocked_signals: Vec<u32>,
+    pub caller: Caller,
     pub expected: Vec<Expected>,
     pub best_effort: bool,
     pub quiet: bool,
@@ -61,23 +51,23 @@ impl CallerContext {
             .list(&self.argv, |e, a| {
                 e.bytes(a.as_bytes());
             })
-            .list(&self.env, |e, v| {
+            .list(&self.caller.env, |e, v| {
                 e.bytes(v.as_bytes());
             })
-            .bytes(self.cwd.as_os_str().as_bytes())
-            .u32(self.umask)
-            .u32(self.uid)
-            .u32(self.gid)
-            .list(&self.groups, |e, g| {
+            .bytes(self.caller.cwd.as_os_str().as_bytes())
+            .u32(self.caller.umask)
+            .u32(self.caller.uid)
+            .u32(self.caller.gid)
+            .list(&self.caller.groups, |e, g| {
                 e.u32(*g);
             })
-            .list(&self.rlimits, |e, r| {
+            .list(&self.caller.rlimits, |e, r| {
                 e.u32(r.resource).u64(r.soft).u64(r.hard);
             })
-            .list(&self.ignored_signals, |e, s| {
+            .list(&self.caller.ignored_signals, |e, s| {
                 e.u32(*s);
             })
-            .list(&self.blocked_signals, |e, s| {
+            .list(&self.caller.blocked_signals, |e, s| {
                 e.u32(*s);
             })
             .list(&self.expected, |e, x| {
@@ -98,15 +88,17 @@ impl CallerContext {
         let context = CallerContext {
             program: os(d.bytes()?),
             argv: d.list(|d| Ok(os(d.bytes()?)))?,
-            env: d.list(|d| Ok(os(d.bytes()?)))?,
-            cwd: PathBuf::from(os(d.bytes()?)),
-            umask: d.u32()?,
-            uid: d.u32()?,
-            gid: d.u32()?,
-            groups: d.list(|d| d.u32())?,
-            rlimits: d.list(|d| Ok(Rlimit { resource: d.u32()?, soft: d.u64()?, hard: d.u64()? }))?,
-            ignored_signals: d.list(|d| d.u32())?,
-            blocked_signals: d.list(|d| d.u32())?,
+            caller: Caller {
+                env: d.list(|d| Ok(os(d.bytes()?)))?,
+                cwd: PathBuf::from(os(d.bytes()?)),
+                umask: d.u32()?,
+                uid: d.u32()?,
+                gid: d.u32()?,
+                groups: d.list(|d| d.u32())?,
+                rlimits: d.list(|d| Ok(Rlimit { resource: d.u32()?, soft: d.u64()?, hard: d.u64()? }))?,
+                ignored_signals: d.list(|d| d.u32())?,
+                blocked_signals: d.list(|d| d.u32())?,
+            },
             expected: d.list(|d| {
                 let tag = String::from_utf8_lossy(d.bytes()?).into_owned();
                 let kind = Kind::from_tag(&tag).with_context(|| format!("unknown namespace {tag}"))?;
@@ -118,6 +110,35 @@ impl CallerContext {
         };
         d.end()?;
         Ok(context)
+    }
+}
+
+#[cfg(test)]
+impl CallerContext {
+    /// A context with every field set to something a real caller could have.
+    pub fn example() -> CallerContext {
+        CallerContext {
+            program: "/bin/sh".into(),
+            argv: vec!["sh".into(), OsString::from_vec(b"\xff\xfe".to_vec())],
+            caller: Caller {
+                env: vec!["BASH_FUNC_f%%=() { echo; }".into(), OsString::from_vec(b"X=\x80".to_vec())],
+                cwd: "/work".into(),
+                umask: 0o027,
+                uid: 1000,
+                gid: 100,
+                groups: vec![100, 27],
+                rlimits: vec![Rlimit { resource: 7, soft: 1024, hard: u64::MAX }],
+                ignored_signals: vec![13],
+                blocked_signals: vec![10, 12],
+            },
+            expected: vec![
+                Expected { kind: Kind::Network, launcher_ns: NsId { dev: 4, ino: 1 } },
+                Expected { kind: Kind::Ipc, launcher_ns: NsId { dev: 4, ino: 2 } },
+            ],
+            best_effort: false,
+            quiet: false,
+            findings_path: "/run/phasebox/x.findings".into(),
+        }
     }
 }
 
@@ -141,8 +162,10 @@ pub const RLIMITS: [u32; 16] = [
     libc::RLIMIT_RTTIME,
 ];
 
-/// The calling process's own identity, umask, limits and environment.
+/// The calling process's own state that a direct child would inherit.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// NAME=VALUE entries, in the caller's order, byte-exact.
     pub env: Vec<OsString>,
     pub cwd: PathBuf,
     pub umask: u32,
@@ -150,6 +173,7 @@ pub struct Caller {
     pub gid: u32,
     pub groups: Vec<u32>,
     pub rlimits: Vec<Rlimit>,
+    /// Signals the caller ignores (SIG_IGN survives exec) and blocks.
     pub ignored_signals: Vec<u32>,
     pub blocked_signals: Vec<u32>,
 }
@@ -256,35 +280,15 @@ pub fn lookup<'e>(env: &'e [OsString], name: &str) -> Option<&'e [u8]> {
 mod tests {
     use super::*;
 
-    fn sample() -> CallerContext {
-        CallerContext {
-            program: "/bin/sh".into(),
-            argv: vec!["sh".into(), OsString::from_vec(b"\xff\xfe".to_vec())],
-            env: vec!["BASH_FUNC_f%%=() { echo; }".into(), OsString::from_vec(b"X=\x80".to_vec())],
-            cwd: "/tmp".into(),
-            umask: 0o027,
-            uid: 1000,
-            gid: 100,
-            groups: vec![10, 20],
-            rlimits: vec![Rlimit { resource: 7, soft: 1024, hard: u64::MAX }],
-            ignored_signals: vec![13],
-            blocked_signals: vec![10, 12],
-            expected: vec![Expected { kind: Kind::Ipc, launcher_ns: NsId { dev: 4, ino: 4026531839 } }],
-            best_effort: true,
-            quiet: false,
-            findings_path: "/run/phasebox/x.findings".into(),
-        }
-    }
-
     #[test]
     fn context_round_trips_byte_exact() {
-        let c = sample();
+        let c = CallerContext::example();
         assert_eq!(CallerContext::decode(&c.encode()).unwrap(), c);
     }
 
     #[test]
     fn damaged_context_is_refused() {
-        let bytes = sample().encode();
+        let bytes = CallerContext::example().encode();
         for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
             assert!(CallerContext::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }

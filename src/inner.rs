@@ -12,7 +12,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signa
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
-use crate::context::{CallerContext, Rlimit};
+use crate::context::{Caller, CallerContext, Rlimit};
 use crate::exit::{NOT_EXECUTABLE, NOT_FOUND, PHASEBOX_FAILED, Termination};
 use crate::findings::Findings;
 use crate::host::{Host, Linux};
@@ -48,7 +48,7 @@ pub fn main(context_path: &Path) -> u8 {
             return give_up(&context, &findings);
         }
     }
-    if let Err(error) = restore(&context, &mut host) {
+    if let Err(error) = restore(&context.caller, &mut host) {
         findings.setup_error = Some(format!("{error:#}"));
         return give_up(&context, &findings);
     }
@@ -87,7 +87,7 @@ pub fn missing_isolations(context: &CallerContext, host: &impl Host) -> Vec<Kind
 }
 
 /// Restore the caller's limits, identity, working directory and umask.
-pub fn restore(context: &CallerContext, host: &mut impl Host) -> Result<()> {
+pub fn restore(context: &Caller, host: &mut impl Host) -> Result<()> {
     for &limit in &context.rlimits {
         // An unprivileged caller may have had a higher hard limit than the manager
         // grants: then keep the manager's hard limit and come as close as it allows.
@@ -171,7 +171,7 @@ fn exec_command(context: &CallerContext) -> ! {
         if signal == Signal::SIGKILL || signal == Signal::SIGSTOP {
             continue;
         }
-        let handler = if context.ignored_signals.contains(&(signal as i32 as u32)) {
+        let handler = if context.caller.ignored_signals.contains(&(signal as i32 as u32)) {
             SigHandler::SigIgn
         } else {
             SigHandler::SigDfl
@@ -180,13 +180,13 @@ fn exec_command(context: &CallerContext) -> ! {
         let _ = unsafe { sigaction(signal, &SigAction::new(handler, SaFlags::empty(), SigSet::empty())) };
     }
     let mask: SigSet =
-        context.blocked_signals.iter().filter_map(|&s| Signal::try_from(s as i32).ok()).collect();
+        context.caller.blocked_signals.iter().filter_map(|&s| Signal::try_from(s as i32).ok()).collect();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
 
     let cstring = |b: &[u8]| CString::new(b).unwrap_or_default();
     let program = cstring(context.program.as_bytes());
     let argv: Vec<CString> = context.argv.iter().map(|a| cstring(a.as_bytes())).collect();
-    let env: Vec<CString> = context.env.iter().map(|e| cstring(e.as_bytes())).collect();
+    let env: Vec<CString> = context.caller.env.iter().map(|e| cstring(e.as_bytes())).collect();
     let error = nix::unistd::execve(&program, &argv, &env).unwrap_err();
     let shown = context.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
     eprintln!("phasebox: {shown}: {}", error.desc());
@@ -222,31 +222,11 @@ fn exit_like(termination: Termination) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::Expected;
     use crate::host::fake::FakeHost;
     use crate::namespaces::NsId;
 
     fn context() -> CallerContext {
-        CallerContext {
-            program: "/bin/true".into(),
-            argv: vec!["true".into()],
-            env: vec![],
-            cwd: "/work".into(),
-            umask: 0o027,
-            uid: 1000,
-            gid: 100,
-            groups: vec![100, 27],
-            rlimits: vec![Rlimit { resource: 7, soft: 1024, hard: u64::MAX }],
-            ignored_signals: vec![],
-            blocked_signals: vec![],
-            expected: vec![
-                Expected { kind: Kind::Network, launcher_ns: NsId { dev: 4, ino: 1 } },
-                Expected { kind: Kind::Ipc, launcher_ns: NsId { dev: 4, ino: 2 } },
-            ],
-            best_effort: false,
-            quiet: false,
-            findings_path: "/nonexistent".into(),
-        }
+        CallerContext::example()
     }
 
     #[test]
@@ -266,7 +246,7 @@ mod tests {
     #[test]
     fn root_restores_groups_then_gid_then_uid() {
         let mut host = FakeHost::new(true);
-        restore(&context(), &mut host).unwrap();
+        restore(&context().caller, &mut host).unwrap();
         assert_eq!(
             host.calls,
             [
@@ -284,10 +264,10 @@ mod tests {
     fn a_non_root_unit_must_already_be_the_caller() {
         let mut host = FakeHost::new(false);
         host.ids = (1000, 100);
-        restore(&context(), &mut host).unwrap();
+        restore(&context().caller, &mut host).unwrap();
         assert!(!host.calls.iter().any(|c| c.starts_with("uid") || c.starts_with("groups")));
         host.ids = (1001, 100);
-        let err = restore(&context(), &mut host).unwrap_err().to_string();
+        let err = restore(&context().caller, &mut host).unwrap_err().to_string();
         assert!(err.contains("uid 1001"), "{err}");
     }
 
@@ -296,9 +276,9 @@ mod tests {
         let mut host = FakeHost::new(false);
         host.ids = (1000, 100);
         host.fail_raising_limits = true;
-        let mut ctx = context();
-        ctx.rlimits = vec![Rlimit { resource: 7, soft: 4096, hard: u64::MAX }];
-        restore(&ctx, &mut host).unwrap();
+        let mut caller = context().caller;
+        caller.rlimits = vec![Rlimit { resource: 7, soft: 4096, hard: u64::MAX }];
+        restore(&caller, &mut host).unwrap();
         assert_eq!(host.calls[0], "rlimit 7 4096 65536");
     }
 }

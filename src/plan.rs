@@ -57,10 +57,10 @@ impl Plan {
             None => unit_name::random_service_name(),
         };
 
-        let caller = Caller::capture()?;
-        let mut env = caller.env;
-        apply_setenv(&mut env, &args.setenv)?;
-        let program = command_path::resolve(&args.command[0], &env, &caller.cwd)?;
+        let mut caller = Caller::capture()?;
+        apply_setenv(&mut caller.env, &args.setenv)?;
+        let program = command_path::resolve(&args.command[0], &caller.env, &caller.cwd)?;
+        caller.rlimits.retain(|r| !overridden_rlimits.contains(&r.resource));
 
         let mut expected = Vec::new();
         for kind in Kind::ALL {
@@ -73,19 +73,7 @@ impl Plan {
         let context = CallerContext {
             program,
             argv: args.command,
-            env,
-            cwd: caller.cwd,
-            umask: caller.umask,
-            uid: caller.uid,
-            gid: caller.gid,
-            groups: caller.groups,
-            rlimits: caller
-                .rlimits
-                .into_iter()
-                .filter(|r| !overridden_rlimits.contains(&r.resource))
-                .collect(),
-            ignored_signals: caller.ignored_signals,
-            blocked_signals: caller.blocked_signals,
+            caller,
             expected,
             best_effort: args.best_effort,
             quiet: args.quiet,

@@ -298,6 +298,10 @@ fn a_thousand_runs_leave_no_unit_behind() {
         let out = output(&mut phasebox(&["-q", "--unit", &format!("phasebox-loop-{i}"), "--", "true"]));
         assert_eq!(code(&out), 0, "run {i}: {}", stderr(&out));
     }
+    for i in 0..10 {
+        let out = output(&mut phasebox(&["-q", "--unit", &format!("phasebox-loop-failed-{i}"), "--", "false"]));
+        assert_eq!(code(&out), 1, "failing run {i}: {}", stderr(&out));
+    }
     assert_eq!(units_matching("phasebox-loop-*"), "");
     let leftovers: Vec<_> = std::fs::read_dir("/run/phasebox")
         .unwrap()

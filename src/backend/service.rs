@@ -101,6 +101,8 @@ pub async fn run(plan: Plan) -> Result<Outcome, Failure> {
     let (code, status, result) =
         futures_util::try_join!(service.exec_main_code(), service.exec_main_status(), service.result())
             .context("reading the phase's exit status")?;
+    // Collected now rather than when systemd notices our disconnect.
+    unit.unref().await.context("releasing the unit")?;
     let findings = plan.files.read_findings().map(|b| Findings::decode(&String::from_utf8_lossy(&b)));
     outcome(&plan, code, status, &result, findings)
 }

@@ -28,6 +28,9 @@ pub trait Manager {
 
 #[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
 pub trait Unit {
+    /// Drop the reference AddRef=yes took, so systemd collects the unit now.
+    fn unref(&self) -> zbus::Result<()>;
+
     #[zbus(property(emits_changed_signal = "false"))]
     fn active_state(&self) -> zbus::Result<String>;
 }
@@ -73,6 +76,7 @@ pub fn member_signatures() -> Vec<(&'static str, &'static str, String)> {
             "JobRemoved",
             format!("{}{}{}{}", sig::<u32>(), sig::<OwnedObjectPath>(), sig::<String>(), sig::<String>()),
         ),
+        ("org.freedesktop.systemd1.Unit", "Unref", String::new()),
         ("org.freedesktop.systemd1.Unit", "ActiveState", sig::<String>()),
         ("org.freedesktop.systemd1.Service", "ExecMainCode", sig::<i32>()),
         ("org.freedesktop.systemd1.Service", "ExecMainStatus", sig::<i32>()),

@@ -26,7 +26,7 @@ pub enum Command {
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   N        the command's own exit status
-  125      phasebox itself failed (bad flag, systemd unreachable, isolation not applied)
+  125      phasebox itself failed (bad flag, systemd unreachable, an isolation missing)
   126      the command was found but could not be executed
   127      the command was not found
   128+N    the command was killed by signal N";
@@ -57,6 +57,37 @@ pub struct RunArgs {
     #[arg(short = 'E', long = "setenv", value_name = "NAME[=VALUE]")]
     pub setenv: Vec<OsString>,
 
+    /// How to run the phase: as a transient systemd service, in a transient scope
+    /// around phasebox's own namespaces, or with namespaces alone (no systemd).
+    /// auto picks service when systemd is reachable and nothing the caller has would
+    /// be lost in a service, scope when something would (a chroot, another mount
+    /// namespace, --keep-fds), unshare when systemd is not reachable.
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
+
+    /// The command needs descriptors beyond 0-2 that the caller passes down (a
+    /// service gets only 0-2): auto picks scope or unshare mode.
+    #[arg(long)]
+    pub keep_fds: bool,
+
+    /// Do not give the phase a private network (nor hostname); keep the host's.
+    #[arg(long)]
+    pub no_network: bool,
+
+    /// Do not give the phase private IPC; keep the host's.
+    #[arg(long)]
+    pub no_ipc: bool,
+
+    /// Give the phase a PID namespace, with phasebox as its PID 1 (the default in
+    /// scope and unshare modes; in service mode, phasebox's inner mode creates it).
+    #[arg(long, overrides_with = "no_pid")]
+    pub pid: bool,
+
+    /// Do not give the phase a PID namespace. In unshare mode, processes the command
+    /// leaves behind are then neither tracked nor killed.
+    #[arg(long, overrides_with = "pid")]
+    pub no_pid: bool,
+
     /// Talk to the caller's user service manager (the default for non-root callers).
     #[arg(long, conflicts_with = "system")]
     pub user: bool,
@@ -65,8 +96,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub system: bool,
 
-    /// Continue with a warning when systemd did not apply an isolation, instead of
-    /// failing with status 125.
+    /// Continue with a warning when an isolation can't be had (systemd did not apply
+    /// it, or the kernel refused the namespace), instead of failing with status 125.
+    /// The other isolations still hold.
     #[arg(long)]
     pub best_effort: bool,
 
@@ -81,6 +113,14 @@ pub struct RunArgs {
     /// The command to run, and its arguments.
     #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true)]
     pub command: Vec<OsString>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeArg {
+    Auto,
+    Service,
+    Scope,
+    Unshare,
 }
 
 #[derive(Args, Debug)]

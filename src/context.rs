@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 
 use crate::host::{Host, Linux};
-use crate::namespaces::{Kind, NsId};
+use crate::namespaces::{Kind, NsId, Set};
 use crate::wire::{Decoder, Encoder};
 
 const MAGIC: &[u8] = b"phasebox-context-1";
@@ -37,6 +37,10 @@ pub struct CallerContext {
     pub argv: Vec<OsString>,
     pub caller: Caller,
     pub expected: Vec<Expected>,
+    /// Namespaces the inner mode creates itself (systemd can't, or not here).
+    pub unshare: Set,
+    /// Add portage's loopback addresses to the network namespace systemd made.
+    pub loopback_addresses: bool,
     pub best_effort: bool,
     pub quiet: bool,
     /// Where the inner mode writes what it found (see `findings::Findings`).
@@ -73,6 +77,11 @@ impl CallerContext {
             .list(&self.expected, |e, x| {
                 e.bytes(x.kind.tag().as_bytes()).u64(x.launcher_ns.dev).u64(x.launcher_ns.ino);
             })
+            .bool(self.unshare.network)
+            .bool(self.unshare.ipc)
+            .bool(self.unshare.uts)
+            .bool(self.unshare.pid)
+            .bool(self.loopback_addresses)
             .bool(self.best_effort)
             .bool(self.quiet)
             .bytes(self.findings_path.as_os_str().as_bytes());
@@ -104,6 +113,8 @@ impl CallerContext {
                 let kind = Kind::from_tag(&tag).with_context(|| format!("unknown namespace {tag}"))?;
                 Ok(Expected { kind, launcher_ns: NsId { dev: d.u64()?, ino: d.u64()? } })
             })?,
+            unshare: Set { network: d.bool()?, ipc: d.bool()?, uts: d.bool()?, pid: d.bool()? },
+            loopback_addresses: d.bool()?,
             best_effort: d.bool()?,
             quiet: d.bool()?,
             findings_path: PathBuf::from(os(d.bytes()?)),
@@ -135,6 +146,8 @@ impl CallerContext {
                 Expected { kind: Kind::Network, launcher_ns: NsId { dev: 4, ino: 1 } },
                 Expected { kind: Kind::Ipc, launcher_ns: NsId { dev: 4, ino: 2 } },
             ],
+            unshare: Set { uts: true, pid: true, ..Set::default() },
+            loopback_addresses: true,
             best_effort: false,
             quiet: false,
             findings_path: "/run/phasebox/x.findings".into(),

@@ -1,9 +1,12 @@
-//! What the inner mode found inside the unit, written to a file for the launcher:
-//! isolations that were missing, a setup failure, and the orphans left behind.
+//! What the process that ran the command found, sent back to the launcher (through
+//! a file from the inner mode, a pipe from the scope and unshare backends): missing
+//! isolations, a setup failure, how the command ended, and the orphans it left.
 
 use std::fmt::Write as _;
 
+use crate::exit::Termination;
 use crate::namespaces::Kind;
+use crate::sandbox::Missing;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
@@ -13,21 +16,23 @@ pub struct Orphan {
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Findings {
-    /// Isolations systemd was asked for but did not apply.
-    pub missing: Vec<Kind>,
+    /// Isolations that were asked for but are not in force.
+    pub missing: Vec<Missing>,
     /// The command was not started because an isolation was missing.
     pub refused: bool,
-    /// Restoring the caller's context failed; the command was not started.
+    /// Preparing the command's context failed; the command was not started.
     pub setup_error: Option<String>,
-    /// Processes still in the unit's cgroup when the command ended.
+    /// How the command ended, when it ran.
+    pub termination: Option<Termination>,
+    /// Processes left behind when the command ended.
     pub orphans: Vec<Orphan>,
 }
 
 impl Findings {
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        for kind in &self.missing {
-            let _ = writeln!(out, "missing {}", kind.tag());
+        for missing in &self.missing {
+            let _ = writeln!(out, "missing {} {}", missing.kind.tag(), one_line(&missing.reason));
         }
         if self.refused {
             out.push_str("refused\n");
@@ -35,22 +40,38 @@ impl Findings {
         if let Some(error) = &self.setup_error {
             let _ = writeln!(out, "setup-error {}", one_line(error));
         }
+        match self.termination {
+            Some(Termination::Exited(code)) => {
+                let _ = writeln!(out, "exited {code}");
+            }
+            Some(Termination::Signaled(signal)) => {
+                let _ = writeln!(out, "signaled {signal}");
+            }
+            None => {}
+        }
         for orphan in &self.orphans {
             let _ = writeln!(out, "orphan {} {}", orphan.pid, one_line(&orphan.comm));
         }
         out
     }
 
-    /// Lines that can't be understood are skipped: findings are advisory except
-    /// `refused`, whose absence only means the command was allowed to run.
+    /// Lines that can't be understood are skipped; a missing `refused` only means
+    /// the command was allowed to run, and a missing status is reported as such.
     pub fn decode(text: &str) -> Findings {
         let mut findings = Findings::default();
         for line in text.lines() {
             let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
             match key {
-                "missing" => findings.missing.extend(Kind::from_tag(rest)),
+                "missing" => {
+                    let (tag, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+                    if let Some(kind) = Kind::from_tag(tag) {
+                        findings.missing.push(Missing { kind, reason: reason.to_string() });
+                    }
+                }
                 "refused" => findings.refused = true,
                 "setup-error" => findings.setup_error = Some(rest.to_string()),
+                "exited" => findings.termination = rest.parse().ok().map(Termination::Exited),
+                "signaled" => findings.termination = rest.parse().ok().map(Termination::Signaled),
                 "orphan" => {
                     let (pid, comm) = rest.split_once(' ').unwrap_or((rest, ""));
                     if let Ok(pid) = pid.parse() {
@@ -61,6 +82,15 @@ impl Findings {
             }
         }
         findings
+    }
+
+    /// Add what a nested process (PID 1 of a new namespace) found.
+    pub fn merge(&mut self, other: Findings) {
+        self.missing.extend(other.missing);
+        self.refused |= other.refused;
+        self.setup_error = self.setup_error.take().or(other.setup_error);
+        self.termination = self.termination.or(other.termination);
+        self.orphans.extend(other.orphans);
     }
 }
 
@@ -75,17 +105,22 @@ mod tests {
     #[test]
     fn round_trip() {
         let findings = Findings {
-            missing: vec![Kind::Network, Kind::Ipc],
+            missing: vec![
+                Missing { kind: Kind::Network, reason: "no CONFIG_NET_NS".into() },
+                Missing { kind: Kind::Pid, reason: String::new() },
+            ],
             refused: true,
             setup_error: Some("cannot chdir\nto /x".into()),
+            termination: Some(Termination::Signaled(9)),
             orphans: vec![Orphan { pid: 42, comm: "sleep 1".into() }, Orphan { pid: 7, comm: "a\tb".into() }],
         };
         let decoded = Findings::decode(&findings.encode());
         assert_eq!(decoded.missing, findings.missing);
         assert!(decoded.refused);
         assert_eq!(decoded.setup_error.as_deref(), Some("cannot chdir?to /x"));
+        assert_eq!(decoded.termination, Some(Termination::Signaled(9)));
         assert_eq!(decoded.orphans[0], findings.orphans[0]);
         assert_eq!(decoded.orphans[1].comm, "a?b");
-        assert_eq!(Findings::decode("garbage\norphan x y\n"), Findings::default());
+        assert_eq!(Findings::decode("garbage\norphan x y\nexited z\n"), Findings::default());
     }
 }

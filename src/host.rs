@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use nix::sched::CloneFlags;
 
 use crate::context::Rlimit;
 use crate::namespaces::{Kind, NsId};
@@ -19,6 +20,12 @@ pub trait Host {
     fn set_uid(&mut self, uid: u32) -> Result<()>;
     fn chdir(&mut self, dir: &Path) -> Result<()>;
     fn umask(&mut self, mask: u32);
+    /// unshare(2); the error keeps its errno for the diagnosis.
+    fn unshare(&mut self, flags: CloneFlags) -> nix::Result<()>;
+    /// Write a /proc/self file (uid_map, gid_map, setgroups).
+    fn write_proc_self(&mut self, name: &str, content: &str) -> Result<()>;
+    fn set_hostname(&mut self, name: &str) -> Result<()>;
+    fn loopback_up(&mut self) -> Result<()>;
 }
 
 /// The real thing.
@@ -76,6 +83,23 @@ impl Host for Linux {
     fn umask(&mut self, mask: u32) {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask as libc::mode_t));
     }
+
+    fn unshare(&mut self, flags: CloneFlags) -> nix::Result<()> {
+        nix::sched::unshare(flags)
+    }
+
+    fn write_proc_self(&mut self, name: &str, content: &str) -> Result<()> {
+        std::fs::write(format!("/proc/self/{name}"), content)
+            .with_context(|| format!("writing /proc/self/{name}"))
+    }
+
+    fn set_hostname(&mut self, name: &str) -> Result<()> {
+        nix::unistd::sethostname(name).context("sethostname")
+    }
+
+    fn loopback_up(&mut self) -> Result<()> {
+        crate::sandbox::loopback::set_up()
+    }
 }
 
 #[cfg(test)]
@@ -89,11 +113,20 @@ pub(crate) mod fake {
         pub namespaces: Vec<(Kind, NsId)>,
         pub calls: Vec<String>,
         pub fail_raising_limits: bool,
+        /// unshare(2) flags that fail, with the errno they fail with.
+        pub refused: Vec<(CloneFlags, nix::errno::Errno)>,
     }
 
     impl FakeHost {
         pub fn new(root: bool) -> FakeHost {
-            FakeHost { root, ids: (0, 0), namespaces: vec![], calls: vec![], fail_raising_limits: false }
+            FakeHost {
+                root,
+                ids: (0, 0),
+                namespaces: vec![],
+                calls: vec![],
+                fail_raising_limits: false,
+                refused: vec![],
+            }
         }
     }
 
@@ -135,6 +168,26 @@ pub(crate) mod fake {
         }
         fn umask(&mut self, mask: u32) {
             self.calls.push(format!("umask {mask:o}"));
+        }
+        fn unshare(&mut self, flags: CloneFlags) -> nix::Result<()> {
+            if let Some((_, errno)) = self.refused.iter().find(|(f, _)| flags.intersects(*f)) {
+                return Err(*errno);
+            }
+            let names: Vec<_> = flags.iter_names().map(|(name, _)| name).collect();
+            self.calls.push(format!("unshare {}", names.join(" | ")));
+            Ok(())
+        }
+        fn write_proc_self(&mut self, name: &str, content: &str) -> Result<()> {
+            self.calls.push(format!("{name}: {content}"));
+            Ok(())
+        }
+        fn set_hostname(&mut self, name: &str) -> Result<()> {
+            self.calls.push(format!("hostname {name}"));
+            Ok(())
+        }
+        fn loopback_up(&mut self) -> Result<()> {
+            self.calls.push("lo up".into());
+            Ok(())
         }
     }
 }

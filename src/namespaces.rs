@@ -10,15 +10,20 @@ use anyhow::{Context, Result};
 pub enum Kind {
     Network,
     Ipc,
+    Uts,
+    Pid,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Network, Kind::Ipc];
+    pub const ALL: [Kind; 4] = [Kind::Network, Kind::Ipc, Kind::Uts, Kind::Pid];
 
+    /// The name under /proc/PID/ns/ (for a PID namespace, the one children get).
     fn proc_name(self) -> &'static str {
         match self {
             Kind::Network => "net",
             Kind::Ipc => "ipc",
+            Kind::Uts => "uts",
+            Kind::Pid => "pid",
         }
     }
 
@@ -27,14 +32,28 @@ impl Kind {
         match self {
             Kind::Network => "private network",
             Kind::Ipc => "private IPC",
+            Kind::Uts => "private hostname",
+            Kind::Pid => "private PID namespace",
         }
     }
 
-    /// The systemd property that asks for this isolation.
-    pub fn property(self) -> &'static str {
+    /// The switch that turns this isolation off.
+    pub fn off_switch(self) -> &'static str {
         match self {
-            Kind::Network => "PrivateNetwork=",
-            Kind::Ipc => "PrivateIPC=",
+            Kind::Network => "--no-network",
+            Kind::Ipc => "--no-ipc",
+            Kind::Uts => "--no-network",
+            Kind::Pid => "--no-pid",
+        }
+    }
+
+    pub fn clone_flag(self) -> nix::sched::CloneFlags {
+        use nix::sched::CloneFlags;
+        match self {
+            Kind::Network => CloneFlags::CLONE_NEWNET,
+            Kind::Ipc => CloneFlags::CLONE_NEWIPC,
+            Kind::Uts => CloneFlags::CLONE_NEWUTS,
+            Kind::Pid => CloneFlags::CLONE_NEWPID,
         }
     }
 
@@ -63,5 +82,47 @@ impl NsId {
 
     pub fn of_self(kind: Kind) -> Result<NsId> {
         NsId::of_process("self", kind)
+    }
+}
+
+/// A set of namespace kinds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Set {
+    pub network: bool,
+    pub ipc: bool,
+    pub uts: bool,
+    pub pid: bool,
+}
+
+impl Set {
+    pub fn contains(self, kind: Kind) -> bool {
+        match kind {
+            Kind::Network => self.network,
+            Kind::Ipc => self.ipc,
+            Kind::Uts => self.uts,
+            Kind::Pid => self.pid,
+        }
+    }
+
+    pub fn with(mut self, kind: Kind, on: bool) -> Set {
+        match kind {
+            Kind::Network => self.network = on,
+            Kind::Ipc => self.ipc = on,
+            Kind::Uts => self.uts = on,
+            Kind::Pid => self.pid = on,
+        }
+        self
+    }
+
+    pub fn kinds(self) -> impl Iterator<Item = Kind> {
+        Kind::ALL.into_iter().filter(move |&k| self.contains(k))
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.kinds().next().is_none()
+    }
+
+    pub fn without(self, other: Set) -> Set {
+        Kind::ALL.into_iter().fold(self, |set, k| if other.contains(k) { set.with(k, false) } else { set })
     }
 }

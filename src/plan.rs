@@ -1,50 +1,45 @@
-//! From the command line to a complete plan: which manager, which unit, which
-//! properties, and the caller's context to restore. Everything that can be refused
-//! is refused here, before anything starts.
+//! From the command line to a complete plan: which backend and why, which
+//! isolations, which properties, and the caller's context. Everything that can be
+//! refused is refused here, before anything starts.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 
-use crate::cli::RunArgs;
+use crate::cli::{ModeArg, RunArgs};
 use crate::command_path;
 use crate::context::{Caller, CallerContext, Expected, apply_setenv};
 use crate::exit::Failure;
-use crate::namespaces::{Kind, NsId};
-use crate::runtime_dir::RunFiles;
-use crate::systemd::properties::{self, Property, parse_assignment};
+use crate::mode::{self, Backend, Situation};
+use crate::namespaces::{Kind, NsId, Set};
+use crate::systemd::properties::{Applies, ProcessSetting, Property, parse_assignment};
 use crate::systemd::{Manager, unit_name};
 
-/// Default grace period between SIGTERM and SIGKILL for what a phase leaves behind:
-/// short, so an orphan that ignores SIGTERM can't hold the caller for systemd's 90 s.
-pub const DEFAULT_TIMEOUT_STOP_USEC: u64 = 5_000_000;
-
 pub struct Plan {
-    pub manager: Manager,
-    pub unit: String,
+    pub backend: Backend,
+    /// `--mode auto` chose the backend: it may still fall back to unshare when
+    /// systemd turns out unreachable.
+    pub auto: bool,
+    pub reason: String,
+    /// The isolations asked for.
+    pub wanted: Set,
+    /// The unit's name without its type suffix.
+    pub unit_stem: String,
     pub slice: String,
     pub description: String,
-    /// Properties from -p, already converted; they come after phasebox's defaults.
-    pub user_properties: Vec<Property>,
+    /// Properties from -p that systemd applies, in order.
+    pub unit_properties: Vec<Property>,
     pub user_sets_timeout_stop: bool,
+    /// Settings of -p that phasebox applies itself when systemd doesn't spawn the command.
+    pub process_settings: Vec<ProcessSetting>,
     pub context: CallerContext,
-    pub files: RunFiles,
     pub verbose: bool,
+    pub quiet: bool,
 }
 
 impl Plan {
     pub fn from_args(args: RunArgs) -> Result<Plan, Failure> {
-        let mut user_properties = Vec::new();
-        let mut overridden_rlimits = Vec::new();
-        let mut user_sets_timeout_stop = false;
-        for text in &args.properties {
-            let parsed = parse_assignment(text)?;
-            overridden_rlimits.extend(parsed.rlimit);
-            user_sets_timeout_stop |= parsed.name == "TimeoutStopSec";
-            user_properties.extend(parsed.properties);
-        }
-
         let manager = if args.user {
             Manager::User
         } else if args.system || nix::unistd::geteuid().is_root() {
@@ -52,72 +47,121 @@ impl Plan {
         } else {
             Manager::User
         };
-        let unit = match &args.unit {
-            Some(name) => unit_name::service_name(name)?,
-            None => unit_name::random_service_name(),
+        let (backend, reason) = match args.mode {
+            ModeArg::Auto => mode::choose(manager, &Situation::of_this_host(manager, args.keep_fds)),
+            ModeArg::Service if args.keep_fds => {
+                return Err(anyhow!(
+                    "--keep-fds needs --mode scope or unshare: a service gets only descriptors 0-2"
+                )
+                .into());
+            }
+            ModeArg::Service => (Backend::Service(manager), "--mode service".into()),
+            ModeArg::Scope => (Backend::Scope(manager), "--mode scope".into()),
+            ModeArg::Unshare => (Backend::Unshare, "--mode unshare".into()),
+        };
+        let network = !args.no_network;
+        let pid = match backend {
+            Backend::Service(_) => args.pid,
+            _ => !args.no_pid,
+        };
+        let wanted = Set { network, uts: network, ipc: !args.no_ipc, pid };
+
+        let mut unit_properties = Vec::new();
+        let mut process_settings = Vec::new();
+        let mut user_sets_timeout_stop = false;
+        for text in &args.properties {
+            let parsed = parse_assignment(text)?;
+            user_sets_timeout_stop |= parsed.name == "TimeoutStopSec";
+            match (parsed.applies, backend) {
+                (_, Backend::Service(_)) => {
+                    if let Applies::Process(setting) = parsed.applies {
+                        process_settings.push(setting);
+                    }
+                    unit_properties.extend(parsed.properties);
+                }
+                (Applies::Process(setting), _) => process_settings.push(setting),
+                (Applies::Unit, Backend::Scope(_)) => unit_properties.extend(parsed.properties),
+                (Applies::ServiceOnly, _) => {
+                    return Err(anyhow!(
+                        "-p {text}: only a service can apply {}, and this phase runs in {} mode ({reason}); \
+                         use --mode service",
+                        parsed.name,
+                        backend.name()
+                    )
+                    .into());
+                }
+                (Applies::Unit, Backend::Unshare) => {
+                    return Err(anyhow!(
+                        "-p {text}: {} needs systemd (service or scope mode), and this phase runs in \
+                         unshare mode ({reason})",
+                        parsed.name
+                    )
+                    .into());
+                }
+            }
+        }
+
+        let unit_stem = match &args.unit {
+            Some(name) => unit_name::stem(name)?,
+            None => unit_name::random_stem(),
         };
 
         let mut caller = Caller::capture()?;
         apply_setenv(&mut caller.env, &args.setenv)?;
         let program = command_path::resolve(&args.command[0], &caller.env, &caller.cwd)?;
-        caller.rlimits.retain(|r| !overridden_rlimits.contains(&r.resource));
+        if matches!(backend, Backend::Service(_)) {
+            // systemd sets these limits from -p; the caller's must not undo them.
+            caller.rlimits.retain(|r| {
+                !process_settings
+                    .iter()
+                    .any(|s| matches!(s, ProcessSetting::Rlimit(l) if l.resource == r.resource))
+            });
+        }
 
         let mut expected = Vec::new();
-        for kind in Kind::ALL {
+        for kind in wanted.kinds() {
             let launcher_ns = NsId::of_self(kind).context("reading phasebox's own namespaces")?;
             expected.push(Expected { kind, launcher_ns });
         }
-
-        let files = RunFiles::paths(manager, &unit)?;
         let description = args.description.clone().unwrap_or_else(|| describe(&args.command));
         let context = CallerContext {
             program,
             argv: args.command,
             caller,
             expected,
+            unshare: Set::default(),
+            loopback_addresses: false,
             best_effort: args.best_effort,
             quiet: args.quiet,
-            findings_path: files.findings.clone(),
+            findings_path: Default::default(),
         };
         Ok(Plan {
-            manager,
-            unit,
+            backend,
+            auto: args.mode == ModeArg::Auto,
+            reason,
+            wanted,
+            unit_stem,
             slice: args.slice,
             description,
-            user_properties,
+            unit_properties,
             user_sets_timeout_stop,
+            process_settings,
             context,
-            files,
             verbose: args.verbose,
+            quiet: args.quiet,
         })
     }
 
-    /// The isolation and lifecycle properties phasebox always sends, then the user's.
-    pub fn unit_properties(&self, exec_path: &str, stdio: [i32; 3]) -> Vec<Property> {
-        let context_arg = self.files.context.to_string_lossy().into_owned();
-        let mut list = vec![
-            properties::description(&self.description),
-            properties::slice(&self.slice),
-            properties::service_type_simple(),
-            properties::exec_start(exec_path, vec!["phasebox".into(), "__inner".into(), context_arg]),
-            properties::private_network(true),
-            properties::private_ipc(true),
-            properties::kill_mode_control_group(),
-            properties::add_ref(),
-            properties::collect_inactive_or_failed(),
-            properties::stdin_fd(stdio[0]),
-            properties::stdout_fd(stdio[1]),
-            properties::stderr_fd(stdio[2]),
-        ];
-        if self.manager == Manager::User {
-            // A user manager can only create a network namespace inside a user namespace.
-            list.push(properties::private_users(true));
+    /// Say which backend runs the phase and why (-v).
+    pub fn announce(&self) {
+        if self.verbose {
+            let kinds: Vec<_> = self.wanted.kinds().map(Kind::describe).collect();
+            eprintln!("phasebox: {} mode: {}", self.backend.name(), self.reason);
+            eprintln!(
+                "phasebox: isolations: {}",
+                if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") }
+            );
         }
-        if !self.user_sets_timeout_stop {
-            list.push(properties::timeout_stop_usec(DEFAULT_TIMEOUT_STOP_USEC));
-        }
-        list.extend(self.user_properties.iter().cloned());
-        list
     }
 }
 

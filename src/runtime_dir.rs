@@ -38,7 +38,7 @@ impl RunFiles {
         })
     }
 
-    /// Write the context file, readable only by the caller.
+    /// Write the context file, readable only by the caller (and root).
     pub fn write_context(&self, bytes: &[u8]) -> Result<()> {
         let dir = self.context.parent().expect("context files live in a directory");
         DirBuilder::new()
@@ -47,6 +47,8 @@ impl RunFiles {
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
         ensure_private(dir)?;
+        // Rewritten when systemd refused a property and the start is retried.
+        let _ = std::fs::remove_file(&self.context);
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -1,82 +1,98 @@
-//! The service backend, in systemd-run's steps: connect, build properties, subscribe,
-//! start, wait for the unit to end without losing a fast one, read its status, report.
+//! The service backend, in systemd-run's steps: build properties, listen, start
+//! (negotiating what this systemd supports), wait for the unit to end without losing
+//! a fast one, read its status, report.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, anyhow};
 use futures_util::StreamExt;
-use zbus::fdo::PropertiesProxy;
-use zbus::proxy::CacheProperties;
 
-use super::Outcome;
+use super::{Outcome, conclude};
 use crate::exit::{Failure, Termination};
 use crate::findings::Findings;
-use crate::namespaces::Kind;
+use crate::namespaces::{Kind, Set};
 use crate::plan::Plan;
-use crate::systemd::proxies::{ManagerProxy, ServiceProxy, UnitProxy};
-use crate::systemd::{self, Manager, unit_name};
+use crate::runtime_dir::RunFiles;
+use crate::systemd::Manager;
+use crate::systemd::client::Client;
+use crate::systemd::properties::{self, Property};
 
 const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
-const DESTINATION: &str = "org.freedesktop.systemd1";
 
-pub async fn run(plan: Plan) -> Result<Outcome, Failure> {
-    let connection = systemd::connect(plan.manager).await?;
-    let exec_path = inner_executable()?;
-    let stdio = Stdio::of_caller()?;
-    let properties = plan.unit_properties(&exec_path, stdio.raw());
-    if plan.verbose {
-        let on = if plan.manager == Manager::System { "system" } else { "user" };
-        eprintln!("phasebox: starting {} on the {on} manager", plan.unit);
-        for property in &properties {
-            eprintln!("phasebox:   {property} ({})", property.signature());
+/// Default grace period between SIGTERM and SIGKILL for what a phase leaves behind:
+/// short, so an orphan that ignores SIGTERM can't hold the caller for systemd's 90 s.
+pub const DEFAULT_TIMEOUT_STOP_USEC: u64 = 5_000_000;
+
+/// PrivateIPC= exists since systemd 248.
+const PRIVATE_IPC_SINCE: u32 = 248;
+
+/// Which isolations systemd provides and which the inner mode creates itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    pub systemd: Set,
+    pub inner: Set,
+    /// The inner mode adds portage's loopback addresses to systemd's network namespace.
+    pub loopback_addresses: bool,
+}
+
+impl Split {
+    pub fn new(wanted: Set, manager: Manager, version: Option<u32>) -> Split {
+        let ipc_by_systemd = version.is_none_or(|v| v >= PRIVATE_IPC_SINCE);
+        let systemd = Set { network: wanted.network, ipc: wanted.ipc && ipc_by_systemd, ..Set::default() };
+        // systemd has no way to set the hostname to localhost, nor (before 257) a PID
+        // namespace: the inner mode makes those.
+        let mut inner = Set { uts: wanted.uts, pid: wanted.pid, ..Set::default() }
+            .with(Kind::Ipc, wanted.ipc && !ipc_by_systemd);
+        let mut loopback_addresses = wanted.network;
+        if manager == Manager::User {
+            // Unprivileged inside the user manager's namespace, the inner mode can only
+            // set up lo in a network namespace of its own (in a nested user namespace).
+            inner.network = wanted.network;
+            loopback_addresses = false;
         }
+        Split { systemd, inner, loopback_addresses }
     }
 
-    let manager = ManagerProxy::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .context("creating the systemd manager proxy")?;
-    let unit_path = unit_name::object_path(&plan.unit);
-    // Listen before starting: a phase may end before StartTransientUnit returns.
-    let mut changes = PropertiesProxy::builder(&connection)
-        .destination(DESTINATION)
-        .path(unit_path.clone())
-        .build()
-        .await
-        .context("creating the unit's properties proxy")?
-        .receive_properties_changed()
-        .await
-        .context("subscribing to the unit's property changes")?;
-    let mut jobs = manager.receive_job_removed().await.context("subscribing to job signals")?;
-    manager.subscribe().await.context("subscribing to systemd signals")?;
+    /// systemd refused this isolation's property: the inner mode creates it instead.
+    pub fn move_to_inner(&mut self, kind: Kind) {
+        self.systemd = self.systemd.with(kind, false);
+        self.inner = self.inner.with(kind, true);
+        if kind == Kind::Network {
+            self.loopback_addresses = false;
+        }
+    }
+}
 
-    plan.files.write_context(&plan.context.encode())?;
-    let dbus_properties: Vec<_> = properties.iter().map(|p| p.to_dbus()).collect();
-    let job = manager
-        .start_transient_unit(&plan.unit, "fail", &dbus_properties, &[])
-        .await
-        .map_err(|e| explain_start_error(e, &plan))?;
+pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
+    let manager = client.kind;
+    let unit = format!("{}.service", plan.unit_stem);
+    let files = RunFiles::paths(manager, &unit)?;
+    let mut context = plan.context.clone();
+    context.findings_path = files.findings.clone();
+    let version = client.version().await.ok();
+    let mut split = Split::new(plan.wanted, manager, version);
+    let exec_path = inner_executable()?;
+    let stdio = Stdio::of_caller()?;
+    // Listen before starting: a phase may end before StartTransientUnit returns.
+    let mut changes = client.watch(&unit).await?;
+
+    let job = start_negotiating(&client, &unit, &mut split, plan.verbose, |split| {
+        context.unshare = split.inner;
+        context.loopback_addresses = split.loopback_addresses;
+        files.write_context(&context.encode())?;
+        Ok(unit_properties(&plan, manager, split, &exec_path, &files, stdio.raw()))
+    })
+    .await?;
     drop(stdio);
 
     // 1. The start job ends: the unit has started, or failed to.
-    while let Some(signal) = jobs.next().await {
-        let args = signal.args().context("decoding JobRemoved")?;
-        if args.job == job {
-            break;
-        }
-    }
+    client.job_result(&job).await?;
     // 2. The unit is inactive or failed. After the job ended, a Get is authoritative;
     //    later changes arrive as signals (AddRef keeps the unit until we read it).
-    let unit = UnitProxy::builder(&connection)
-        .path(unit_path.clone())
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .context("creating the unit proxy")?;
+    let unit_proxy = client.unit(&unit).await?;
     loop {
-        let state = unit.active_state().await.context("reading the unit's ActiveState")?;
-        if is_final(&state) {
+        let state = unit_proxy.active_state().await.context("reading the unit's ActiveState")?;
+        if state == "inactive" || state == "failed" {
             break;
         }
         loop {
@@ -92,106 +108,155 @@ pub async fn run(plan: Plan) -> Result<Outcome, Failure> {
     }
 
     // 3. The exact status, then what the inner mode found.
-    let service = ServiceProxy::builder(&connection)
-        .path(unit_path)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .context("creating the service proxy")?;
+    let service = client.service(&unit).await?;
     let (code, status, result) =
         futures_util::try_join!(service.exec_main_code(), service.exec_main_status(), service.result())
             .context("reading the phase's exit status")?;
     // Collected now rather than when systemd notices our disconnect.
-    unit.unref().await.context("releasing the unit")?;
-    let findings = plan.files.read_findings().map(|b| Findings::decode(&String::from_utf8_lossy(&b)));
-    outcome(&plan, code, status, &result, findings)
-}
-
-fn is_final(state: &str) -> bool {
-    state == "inactive" || state == "failed"
-}
-
-fn outcome(
-    plan: &Plan,
-    code: i32,
-    status: i32,
-    result: &str,
-    findings: Option<Findings>,
-) -> Result<Outcome, Failure> {
-    let journal = journal_hint(plan);
-    let findings = match findings {
-        Some(f) => f,
-        None => {
-            return Err(anyhow!(
-                "the phase never started inside {} (systemd's result: {result}); see `{journal}`",
-                plan.unit
-            )
-            .into());
-        }
+    unit_proxy.unref().await.context("releasing the unit")?;
+    let journal = match manager {
+        Manager::System => format!("journalctl -u {unit}"),
+        Manager::User => format!("journalctl --user -u {unit}"),
     };
-    if findings.refused {
-        return Err(isolation_error(plan, &findings.missing).into());
-    }
-    if let Some(error) = findings.setup_error {
-        return Err(anyhow!("could not restore your context inside {}: {error}", plan.unit).into());
-    }
-    let termination = Termination::from_cld(code, status).ok_or_else(|| {
-        anyhow!("{} ended without an exit status (result: {result}); see `{journal}`", plan.unit)
-    })?;
-    Ok(Outcome { termination, orphans: findings.orphans })
-}
-
-fn isolation_error(plan: &Plan, missing: &[Kind]) -> anyhow::Error {
-    let what: Vec<_> = missing.iter().map(|k| k.describe()).collect();
-    let props: Vec<_> = missing.iter().map(|k| k.property()).collect();
-    let why = match plan.manager {
-        Manager::System => "systemd lacks the privilege to create namespaces here",
-        Manager::User => "a user manager can only do so inside a user namespace (PrivateUsers=yes)",
+    let Some(bytes) = files.read_findings() else {
+        return Err(anyhow!(
+            "the phase never started inside {unit} (systemd's result: {result}); see `{journal}`"
+        )
+        .into());
     };
-    anyhow!(
-        "the phase did not get a {}: systemd accepted {} but did not apply {} ({why}); \
-         the command was not run. Run phasebox where namespaces are allowed, or pass \
-         --best-effort to run without that isolation. See `{}`",
-        what.join(" or "),
-        props.join(" and "),
-        if missing.len() == 1 { "it" } else { "them" },
-        journal_hint(plan)
-    )
+    let findings = Findings::decode(&String::from_utf8_lossy(&bytes));
+    conclude(findings, Termination::from_cld(code, status), &format!(" See `{journal}`."))
 }
 
-fn journal_hint(plan: &Plan) -> String {
-    match plan.manager {
-        Manager::System => format!("journalctl -u {}", plan.unit),
-        Manager::User => format!("journalctl --user -u {}", plan.unit),
-    }
-}
-
-fn explain_start_error(error: zbus::Error, plan: &Plan) -> Failure {
-    let unit = &plan.unit;
-    let message = match &error {
-        zbus::Error::MethodError(name, text, _) => {
-            let text = text.as_deref().unwrap_or("");
-            match name.as_str() {
-                "org.freedesktop.systemd1.UnitExists" => {
-                    format!(
-                        "unit {unit} already exists; choose another name with --unit, or leave --unit out"
-                    )
-                }
-                "org.freedesktop.DBus.Error.AccessDenied"
-                | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => {
-                    format!("systemd refused to start {unit}: {text}; run as root, or use --user")
-                }
-                "org.freedesktop.DBus.Error.PropertyReadOnly"
-                | "org.freedesktop.DBus.Error.UnknownProperty" => {
-                    format!("this systemd does not accept a property phasebox sent: {text}")
-                }
-                "org.freedesktop.DBus.Error.InvalidArgs" => {
-                    format!("systemd rejected a property value: {text}")
-                }
-                _ => format!("systemd refused to start {unit}: {name}: {text}"),
+/// StartTransientUnit, and when systemd refuses an isolation property (an older
+/// systemd), again without it, the inner mode then creating that namespace.
+pub async fn start_negotiating(
+    client: &Client,
+    unit: &str,
+    split: &mut Split,
+    verbose: bool,
+    mut properties_for: impl FnMut(&Split) -> anyhow::Result<Vec<Property>>,
+) -> Result<zbus::OwnedObjectPath, Failure> {
+    loop {
+        let properties = properties_for(split)?;
+        if verbose {
+            let on = if client.kind == Manager::System { "system" } else { "user" };
+            eprintln!("phasebox: starting {unit} on the {on} manager");
+            for property in &properties {
+                eprintln!("phasebox:   {property} ({})", property.signature());
             }
         }
-        other => format!("asking systemd to start {unit} failed: {other}"),
+        match client.start(unit, &properties).await {
+            Ok(job) => return Ok(job),
+            Err(error) => match refused_isolation(&error) {
+                Some(kind) if split.systemd.contains(kind) => {
+                    if verbose {
+                        eprintln!(
+                            "phasebox: this systemd refused {} ({error}); phasebox creates it itself",
+                            kind.describe()
+                        );
+                    }
+                    split.move_to_inner(kind);
+                }
+                _ => return Err(explain_start_error(error, unit)),
+            },
+        }
+    }
+}
+
+/// The D-Bus error name and text of a failed call, however zbus wraps it.
+fn error_reply(error: &zbus::Error) -> Option<(String, String)> {
+    use zbus::DBusError;
+    match error {
+        zbus::Error::MethodError(name, text, _) => Some((name.to_string(), text.clone().unwrap_or_default())),
+        zbus::Error::FDO(fdo) => {
+            Some((fdo.name().to_string(), fdo.description().unwrap_or_default().to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// The isolation whose property an older systemd did not know.
+fn refused_isolation(error: &zbus::Error) -> Option<Kind> {
+    let (name, text) = error_reply(error)?;
+    if !matches!(
+        name.as_str(),
+        "org.freedesktop.DBus.Error.PropertyReadOnly" | "org.freedesktop.DBus.Error.UnknownProperty"
+    ) {
+        return None;
+    }
+    [(Kind::Ipc, "PrivateIPC"), (Kind::Network, "PrivateNetwork")]
+        .into_iter()
+        .find(|(_, property)| {
+            text.contains(&format!("property {property},")) || text.contains(&format!("property {property} "))
+        })
+        .map(|(kind, _)| kind)
+}
+
+/// The isolation and lifecycle properties phasebox sends, then the user's.
+pub fn unit_properties(
+    plan: &Plan,
+    manager: Manager,
+    split: &Split,
+    exec_path: &str,
+    files: &RunFiles,
+    stdio: [i32; 3],
+) -> Vec<Property> {
+    let context_arg = files.context.to_string_lossy().into_owned();
+    let mut list = vec![
+        properties::description(&plan.description),
+        properties::slice(&plan.slice),
+        properties::service_type_simple(),
+        properties::exec_start(exec_path, vec!["phasebox".into(), "__inner".into(), context_arg]),
+    ];
+    list.extend(isolation_properties(split, manager));
+    list.extend([
+        properties::kill_mode_control_group(),
+        properties::add_ref(),
+        properties::collect_inactive_or_failed(),
+        properties::stdin_fd(stdio[0]),
+        properties::stdout_fd(stdio[1]),
+        properties::stderr_fd(stdio[2]),
+    ]);
+    if !plan.user_sets_timeout_stop {
+        list.push(properties::timeout_stop_usec(DEFAULT_TIMEOUT_STOP_USEC));
+    }
+    list.extend(plan.unit_properties.iter().cloned());
+    list
+}
+
+pub fn isolation_properties(split: &Split, manager: Manager) -> Vec<Property> {
+    let mut list = Vec::new();
+    if split.systemd.network {
+        list.push(properties::private_network(true));
+    }
+    if split.systemd.ipc {
+        list.push(properties::private_ipc(true));
+    }
+    if manager == Manager::User && !split.systemd.is_empty() {
+        // A user manager can only create these namespaces inside a user namespace.
+        list.push(properties::private_users(true));
+    }
+    list
+}
+
+pub fn explain_start_error(error: zbus::Error, unit: &str) -> Failure {
+    let message = match error_reply(&error) {
+        Some((name, text)) => match name.as_str() {
+            "org.freedesktop.systemd1.UnitExists" => {
+                format!("unit {unit} already exists; choose another name with --unit, or leave --unit out")
+            }
+            "org.freedesktop.DBus.Error.AccessDenied"
+            | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => {
+                format!("systemd refused to start {unit}: {text}; run as root, or use --user")
+            }
+            "org.freedesktop.DBus.Error.PropertyReadOnly" | "org.freedesktop.DBus.Error.UnknownProperty" => {
+                format!("this systemd does not accept a property phasebox sent: {text}")
+            }
+            "org.freedesktop.DBus.Error.InvalidArgs" => format!("systemd rejected a property value: {text}"),
+            _ => format!("systemd refused to start {unit}: {name}: {text}"),
+        },
+        None => format!("asking systemd to start {unit} failed: {error}"),
     };
     Failure::from(anyhow!(message))
 }
@@ -235,3 +300,6 @@ impl Stdio {
         self.raw
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! Talking to systemd over D-Bus: typed proxies, properties, unit names.
 
+pub mod client;
 pub mod properties;
 pub mod proxies;
 pub mod unit_name;

@@ -7,6 +7,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use anyhow::{Context, Result, anyhow, bail};
 use zbus::{Fd, Variant as Value};
 
+use crate::context::Rlimit;
 use crate::value_syntax as syntax;
 
 /// A typed property value; its D-Bus signature follows from the variant.
@@ -22,6 +23,8 @@ pub enum PropValue {
     Bool(bool),
     /// `s`
     Str(String),
+    /// `au`
+    U32List(Vec<u32>),
     /// `a(sasb)`: path, argv, ignore-failure
     Exec(Vec<(String, Vec<String>, bool)>),
     /// `h`: a descriptor the launcher keeps open until the unit has started.
@@ -42,6 +45,7 @@ impl Property {
             PropValue::I32(_) => "i",
             PropValue::Bool(_) => "b",
             PropValue::Str(_) => "s",
+            PropValue::U32List(_) => "au",
             PropValue::Exec(_) => "a(sasb)",
             PropValue::Fd(_) => "h",
         }
@@ -55,6 +59,7 @@ impl Property {
             PropValue::I32(v) => Value::from(*v),
             PropValue::Bool(v) => Value::from(*v),
             PropValue::Str(v) => Value::from(v.as_str()),
+            PropValue::U32List(v) => Value::from(v.clone()),
             PropValue::Exec(v) => Value::from(v.clone()),
             // SAFETY: the launcher owns these descriptors (or they are its stdio) and
             // keeps them open until StartTransientUnit has returned.
@@ -74,6 +79,7 @@ impl fmt::Display for Property {
             PropValue::I32(v) => write!(f, "{v}"),
             PropValue::Bool(v) => write!(f, "{}", if *v { "yes" } else { "no" }),
             PropValue::Str(v) => write!(f, "{v}"),
+            PropValue::U32List(v) => write!(f, "{v:?}"),
             PropValue::Exec(v) => {
                 let (_, argv, _) = &v[0];
                 write!(f, "{}", argv.join(" "))
@@ -124,6 +130,10 @@ pub fn collect_inactive_or_failed() -> Property {
 }
 pub fn timeout_stop_usec(usec: u64) -> Property {
     prop("TimeoutStopUSec", PropValue::U64(usec))
+}
+/// The processes a scope starts with.
+pub fn pids(pids: Vec<u32>) -> Property {
+    prop("PIDs", PropValue::U32List(pids))
 }
 pub fn stdin_fd(fd: RawFd) -> Property {
     prop("StandardInputFileDescriptor", PropValue::Fd(fd))
@@ -229,8 +239,26 @@ pub struct UserProperty {
     /// As the user wrote the name.
     pub name: &'static str,
     pub properties: Vec<Property>,
-    /// The resource limit this property sets, which the caller's must then not override.
-    pub rlimit: Option<u32>,
+    pub applies: Applies,
+}
+
+/// Where a property can take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applies {
+    /// Resource control, kill and runtime settings: any systemd unit, service or scope.
+    Unit,
+    /// Execution settings systemd applies when it spawns a service's process.
+    ServiceOnly,
+    /// A setting of the process itself: phasebox applies it where systemd doesn't
+    /// spawn the command (scope and unshare modes).
+    Process(ProcessSetting),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessSetting {
+    Rlimit(Rlimit),
+    Nice(i32),
+    NoNewPrivileges,
 }
 
 /// Parse one `-p NAME=VALUE`; errors name the property and say what was expected.
@@ -244,11 +272,26 @@ pub fn parse_assignment(text: &str) -> Result<UserProperty> {
     })?;
     let properties = convert(spec, value)
         .with_context(|| format!("-p {text}: bad value for {name}: {}", expectation(spec.syntax)))?;
-    let rlimit = match spec.syntax {
-        Syntax::Limit { resource, .. } => Some(resource),
-        _ => None,
+    let applies = applies(spec, &properties);
+    Ok(UserProperty { name: spec.name, properties, applies })
+}
+
+fn applies(spec: &Spec, properties: &[Property]) -> Applies {
+    let value = |i: usize| match properties[i].value {
+        PropValue::U64(v) => v,
+        PropValue::I32(v) => v as u64,
+        PropValue::Bool(v) => v as u64,
+        _ => 0,
     };
-    Ok(UserProperty { name: spec.name, properties, rlimit })
+    match (spec.syntax, spec.name) {
+        (Syntax::Limit { resource, .. }, _) => {
+            Applies::Process(ProcessSetting::Rlimit(Rlimit { resource, soft: value(1), hard: value(0) }))
+        }
+        (Syntax::Nice, _) => Applies::Process(ProcessSetting::Nice(value(0) as i32)),
+        (_, "NoNewPrivileges") if value(0) == 1 => Applies::Process(ProcessSetting::NoNewPrivileges),
+        (_, "NoNewPrivileges" | "PrivateTmp" | "PrivateDevices" | "PrivateUsers") => Applies::ServiceOnly,
+        _ => Applies::Unit,
+    }
 }
 
 fn convert(spec: &Spec, value: &str) -> Result<Vec<Property>> {
@@ -334,7 +377,17 @@ mod tests {
             parsed("LimitNOFILE=1024:4096"),
             [prop("LimitNOFILE", PropValue::U64(4096)), prop("LimitNOFILESoft", PropValue::U64(1024))]
         );
-        assert_eq!(parse_assignment("LimitNOFILE=10").unwrap().rlimit, Some(libc::RLIMIT_NOFILE));
+        assert_eq!(
+            parse_assignment("LimitNOFILE=10:20").unwrap().applies,
+            Applies::Process(ProcessSetting::Rlimit(Rlimit {
+                resource: libc::RLIMIT_NOFILE,
+                soft: 10,
+                hard: 20
+            }))
+        );
+        assert_eq!(parse_assignment("Nice=-3").unwrap().applies, Applies::Process(ProcessSetting::Nice(-3)));
+        assert_eq!(parse_assignment("PrivateTmp=yes").unwrap().applies, Applies::ServiceOnly);
+        assert_eq!(parse_assignment("MemoryMax=1G").unwrap().applies, Applies::Unit);
     }
 
     #[test]

@@ -22,8 +22,13 @@ pub trait Manager {
         aux: &[(&str, &[(&str, Value<'_>)])],
     ) -> zbus::Result<OwnedObjectPath>;
 
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
     #[zbus(signal)]
     fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> zbus::Result<String>;
 }
 
 #[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
@@ -71,6 +76,12 @@ pub fn member_signatures() -> Vec<(&'static str, &'static str, String)> {
                 sig::<OwnedObjectPath>()
             ),
         ),
+        (
+            "org.freedesktop.systemd1.Manager",
+            "StopUnit",
+            format!("{}{}->{}", sig::<&str>(), sig::<&str>(), sig::<OwnedObjectPath>()),
+        ),
+        ("org.freedesktop.systemd1.Manager", "Version", sig::<String>()),
         (
             "org.freedesktop.systemd1.Manager",
             "JobRemoved",

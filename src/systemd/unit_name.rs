@@ -2,29 +2,29 @@
 
 use anyhow::{Result, bail};
 
-/// A valid service unit name from `--unit`, with ".service" appended when missing.
-pub fn service_name(requested: &str) -> Result<String> {
-    let name =
-        if requested.ends_with(".service") { requested.to_string() } else { format!("{requested}.service") };
-    let stem = &name[..name.len() - ".service".len()];
+/// The name from `--unit` without a ".service" or ".scope" suffix; the backend adds
+/// the one it needs.
+pub fn stem(requested: &str) -> Result<String> {
+    let stem =
+        requested.strip_suffix(".service").or_else(|| requested.strip_suffix(".scope")).unwrap_or(requested);
     let valid_char = |c: char| c.is_ascii_alphanumeric() || ":_.\\-".contains(c);
-    if stem.is_empty() || name.len() > 255 || !stem.chars().all(valid_char) || stem.contains('@') {
+    if stem.is_empty() || stem.len() > 240 || !stem.chars().all(valid_char) || stem.contains('@') {
         bail!(
             "--unit {requested}: not a valid unit name (use letters, digits and ':_.-\\', \
              at most 255 characters; escape other text with `systemd-escape`)"
         );
     }
-    Ok(name)
+    Ok(stem.to_string())
 }
 
-/// A fresh default name: phasebox-<16 random hex digits>.service.
-pub fn random_service_name() -> String {
+/// A fresh default name: phasebox-<16 random hex digits>.
+pub fn random_stem() -> String {
     let mut bytes = [0u8; 8];
     if getrandom(&mut bytes).is_err() {
         let fallback = (std::process::id() as u64) << 32 ^ nanos();
         bytes = fallback.to_le_bytes();
     }
-    format!("phasebox-{}.service", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("phasebox-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
@@ -70,13 +70,14 @@ mod tests {
 
     #[test]
     fn unit_names() {
-        assert_eq!(service_name("build-1").unwrap(), "build-1.service");
-        assert_eq!(service_name("a.service").unwrap(), "a.service");
+        assert_eq!(stem("build-1").unwrap(), "build-1");
+        assert_eq!(stem("a.service").unwrap(), "a");
+        assert_eq!(stem("a.scope").unwrap(), "a");
         for bad in ["", ".service", "a b", "a/b", "x@y", "ü"] {
-            assert!(service_name(bad).is_err(), "{bad}");
+            assert!(stem(bad).is_err(), "{bad}");
         }
-        let a = random_service_name();
-        assert!(a.starts_with("phasebox-") && a.len() == "phasebox-.service".len() + 16);
-        assert_ne!(a, random_service_name());
+        let a = random_stem();
+        assert!(a.starts_with("phasebox-") && a.len() == "phasebox-".len() + 16);
+        assert_ne!(a, random_stem());
     }
 }

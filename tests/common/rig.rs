@@ -1,4 +1,5 @@
-//! Running phasebox inside the nspawn systemd booted by tests/run.
+//! Running phasebox where tests/run puts the suites: inside the nspawn systemd
+//! (PHASEBOX_RIG=nspawn) or on the bare host without systemd (PHASEBOX_RIG=bare).
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -13,13 +14,26 @@ pub fn phasebox_bin() -> PathBuf {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_phasebox").into())
 }
 
-/// Refuse to run outside the rig: these tests need a real systemd as PID 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Inside the container, with systemd as PID 1.
+    Nspawn,
+    /// On the host, which has no systemd.
+    Bare,
+}
+
+/// Where this test binary was started by tests/run; refuses to run elsewhere.
+pub fn place() -> Place {
+    match std::env::var("PHASEBOX_RIG").as_deref() {
+        Ok("nspawn") => Place::Nspawn,
+        Ok("bare") => Place::Bare,
+        _ => panic!("this test {NEEDS_RIG} (which sets PHASEBOX_RIG)"),
+    }
+}
+
+/// Refuse to run outside the container: these tests need a real systemd as PID 1.
 pub fn require_rig() {
-    assert_eq!(
-        std::env::var("PHASEBOX_RIG").as_deref(),
-        Ok("1"),
-        "this test {NEEDS_RIG} (PHASEBOX_RIG=1 is set there)"
-    );
+    assert_eq!(place(), Place::Nspawn, "this test needs the nspawn systemd");
 }
 
 /// The lingering unprivileged user tests/run created, as (name, uid).
@@ -31,7 +45,7 @@ pub fn rig_user() -> (String, u32) {
 
 /// `phasebox run ARGS...` as root.
 pub fn phasebox<S: AsRef<OsStr>>(args: &[S]) -> Command {
-    require_rig();
+    place();
     let mut cmd = Command::new(phasebox_bin());
     cmd.arg("run").args(args).stdin(Stdio::null());
     cmd
@@ -39,7 +53,7 @@ pub fn phasebox<S: AsRef<OsStr>>(args: &[S]) -> Command {
 
 /// `phasebox run ARGS...` as the rig's unprivileged user, with its session bus.
 pub fn phasebox_as_user<S: AsRef<OsStr>>(args: &[S]) -> Command {
-    require_rig();
+    place();
     let (name, uid) = rig_user();
     let mut cmd = Command::new("setpriv");
     cmd.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--init-groups".into(), "--".into()])

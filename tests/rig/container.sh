@@ -67,7 +67,9 @@ rig_boot() {
 	# The container's network has only lo: add a link so "only lo inside" is a real test.
 	rig_exec ip link add pbrig0 type veth peer name pbrig1
 	rig_exec ip link set pbrig0 up
-	rig_exec useradd -m -u "$RIG_UID" -U "$RIG_USER"
+	# The copied /etc may already know the user (tests/run makes it on the host too).
+	rig_exec id "$RIG_USER" >/dev/null 2>&1 || rig_exec useradd -u "$RIG_UID" -U "$RIG_USER"
+	rig_exec install -d -o "$RIG_UID" -g "$RIG_UID" -m 0755 "/home/$RIG_USER"
 	rig_exec loginctl enable-linger "$RIG_USER"
 	rig_wait 30 "the user manager's bus" rig_exec test -S "/run/user/$RIG_UID/bus"
 }

@@ -1,0 +1,164 @@
+//! The scope and unshare backends: phasebox forks the process that isolates itself
+//! with unshare(2) and runs the command, so the command inherits everything the
+//! caller has (every descriptor, the terminal, the mount namespace and root). In
+//! scope mode that process is first put in a transient scope, so systemd tracks and
+//! accounts for every process of the phase.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use anyhow::{Context, anyhow};
+use nix::unistd::Pid;
+
+use super::{Outcome, conclude, runtime};
+use crate::exit::Failure;
+use crate::findings::Findings;
+use crate::mode::Backend;
+use crate::plan::Plan;
+use crate::sandbox::run::{Options, Orphans, run_phase};
+use crate::systemd::client::Client;
+use crate::systemd::properties::{self, ProcessSetting};
+
+pub fn run(plan: Plan) -> Result<Outcome, Failure> {
+    let scope = match plan.backend {
+        Backend::Scope(manager) => Some(manager),
+        _ => None,
+    };
+    if !plan.wanted.pid && scope.is_none() && !plan.quiet {
+        eprintln!(
+            "phasebox: warning: without a PID namespace or systemd, processes the command leaves \
+             behind are not tracked and keep running"
+        );
+    }
+    let Some(manager) = scope else {
+        // Without systemd nothing else needs this process: it isolates itself.
+        return conclude(isolate(&plan, Orphans::Untracked), None, "");
+    };
+    let (mut findings_read, findings_write) = pipe()?;
+    let (go_read, go_write) = pipe()?;
+    let plan_ref = &plan;
+    let go_write_fd = go_write.as_raw_fd();
+    // Forked before any thread exists: the child may create a user namespace.
+    let isolator = crate::supervise::spawn_forwarding(move || {
+        // Only the launcher may hold the "go" pipe's write end, or EOF never comes.
+        let _ = nix::unistd::close(go_write_fd);
+        let findings = match wait_for_go(go_read) {
+            Ok(()) => isolate(plan_ref, Orphans::Cgroup),
+            Err(findings) => findings,
+        };
+        let _ = File::from(findings_write).write_all(findings.encode().as_bytes());
+        // SAFETY: end the child without the parent's destructors.
+        unsafe { libc::_exit(0) }
+    })
+    .context("forking the phase's process")?;
+
+    let unit = format!("{}.scope", plan.unit_stem);
+    let rt = runtime()?;
+    let mut client = match rt.block_on(start_scope(manager, &plan, &unit, isolator)) {
+        Ok(client) => client,
+        Err(failure) => {
+            // Closing the pipe unstarted tells the phase's process to give up.
+            drop(go_write);
+            crate::supervise::wait_for(isolator, false);
+            return Err(failure);
+        }
+    };
+    let mut go = File::from(go_write);
+    go.write_all(&[1]).context("starting the phase's process")?;
+    drop(go);
+
+    let mut text = String::new();
+    let _ = findings_read.read_to_string(&mut text);
+    crate::supervise::wait_for(isolator, false);
+    let findings = Findings::decode(&text);
+    if !plan.wanted.pid && !findings.orphans.is_empty() {
+        // Without a PID namespace the orphans outlive the command: stopping the
+        // scope kills them (SIGTERM, then SIGKILL after TimeoutStopSec). With one,
+        // the kernel killed them when PID 1 exited.
+        rt.block_on(client.stop(&unit))?;
+    }
+    conclude(findings, None, &format!(" (scope {unit})"))
+}
+
+/// In the forked process: wait until the launcher has put us in the scope.
+fn wait_for_go(mut go: File) -> Result<(), Findings> {
+    let mut byte = [0u8];
+    go.read_exact(&mut byte).map_err(|_| Findings {
+        setup_error: Some("the launcher did not start the phase".into()),
+        ..Findings::default()
+    })
+}
+
+/// Apply what systemd would have to a service's process, isolate, run the command.
+fn isolate(plan: &Plan, orphans: Orphans) -> Findings {
+    for setting in &plan.process_settings {
+        if let Err(error) = apply(*setting) {
+            return Findings { setup_error: Some(format!("{error:#}")), ..Findings::default() };
+        }
+    }
+    let options = Options { unshare: plan.wanted, loopback_addresses: false, restore: false, orphans };
+    run_phase(&plan.context, &options)
+}
+
+/// A -p setting systemd applies to a service's process, applied here to our own.
+fn apply(setting: ProcessSetting) -> anyhow::Result<()> {
+    match setting {
+        ProcessSetting::Rlimit(limit) => {
+            let value = libc::rlimit { rlim_cur: limit.soft, rlim_max: limit.hard };
+            // SAFETY: setrlimit only reads the struct.
+            if unsafe { libc::setrlimit(limit.resource, &value) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("applying a -p Limit... property");
+            }
+        }
+        ProcessSetting::Nice(nice) => {
+            // SAFETY: setpriority on our own process.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("applying -p Nice=");
+            }
+        }
+        ProcessSetting::NoNewPrivileges => {
+            // SAFETY: a prctl with plain integer arguments.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("applying -p NoNewPrivileges=yes");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A transient scope holding the phase's process, started before the phase is.
+async fn start_scope(
+    manager: crate::systemd::Manager,
+    plan: &Plan,
+    unit: &str,
+    isolator: Pid,
+) -> Result<Client, Failure> {
+    let mut client = Client::connect(manager).await?;
+    let mut list = vec![
+        properties::description(&plan.description),
+        properties::slice(&plan.slice),
+        properties::pids(vec![isolator.as_raw() as u32]),
+        properties::collect_inactive_or_failed(),
+    ];
+    if !plan.user_sets_timeout_stop {
+        list.push(properties::timeout_stop_usec(super::service::DEFAULT_TIMEOUT_STOP_USEC));
+    }
+    list.extend(plan.unit_properties.iter().cloned());
+    if plan.verbose {
+        eprintln!("phasebox: starting {unit}");
+        for property in &list {
+            eprintln!("phasebox:   {property} ({})", property.signature());
+        }
+    }
+    let job = client.start(unit, &list).await.map_err(|e| super::service::explain_start_error(e, unit))?;
+    match client.job_result(&job).await?.as_str() {
+        "done" => Ok(client),
+        result => Err(anyhow!("systemd could not start {unit} (job result: {result})").into()),
+    }
+}
+
+fn pipe() -> Result<(File, OwnedFd), Failure> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+    Ok((File::from(read), write))
+}

@@ -1,0 +1,179 @@
+//! Isolation by raw unshare(2), for when systemd can't give it: the scope and
+//! unshare backends, and the inner mode for what an old systemd lacks. One missing
+//! namespace never drops the others: each is created, and diagnosed, on its own.
+
+pub mod init;
+pub mod loopback;
+
+use anyhow::Result;
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+
+use crate::host::Host;
+use crate::namespaces::{Kind, Set};
+
+/// A namespace that could not be created, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub kind: Kind,
+    pub reason: String,
+}
+
+/// What `enter` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Entered {
+    pub missing: Vec<Missing>,
+    /// A PID namespace was created: the next child forked is its PID 1.
+    pub pid: bool,
+    /// A mount namespace was created (so PID 1 can mount its own /proc).
+    pub mount: bool,
+}
+
+/// Create the namespaces in `wanted` for this process (a PID namespace for its next
+/// child), then set up what they need: lo with portage's addresses, hostname
+/// `localhost`. Without privilege, a user namespace maps the caller's own uid and gid
+/// to themselves, so the files a phase creates belong to the caller.
+pub fn enter(wanted: Set, host: &mut impl Host) -> Result<Entered> {
+    let mut entered = Entered::default();
+    if wanted.is_empty() {
+        return Ok(entered);
+    }
+    if !host.is_root()
+        && let Err(errno) = enter_user_namespace(host)
+    {
+        entered.missing =
+            wanted.kinds().map(|kind| Missing { kind, reason: user_ns_reason(errno) }).collect();
+        return Ok(entered);
+    }
+    for kind in wanted.kinds() {
+        let mut flags = kind.clone_flag();
+        if kind == Kind::Pid {
+            // PID 1 mounts a /proc that shows its own namespace.
+            flags |= CloneFlags::CLONE_NEWNS;
+        }
+        match host.unshare(flags) {
+            Ok(()) => match kind {
+                Kind::Network => host.loopback_up()?,
+                Kind::Uts => host.set_hostname("localhost")?,
+                Kind::Pid => {
+                    entered.pid = true;
+                    entered.mount = true;
+                }
+                Kind::Ipc => {}
+            },
+            Err(errno) => entered.missing.push(Missing { kind, reason: reason(kind, errno) }),
+        }
+    }
+    Ok(entered)
+}
+
+fn enter_user_namespace(host: &mut impl Host) -> Result<(), Errno> {
+    let (uid, gid) = host.current_ids();
+    host.unshare(CloneFlags::CLONE_NEWUSER)?;
+    // Without "deny", an unprivileged process may not write gid_map.
+    let maps = [
+        ("setgroups", "deny".to_string()),
+        ("uid_map", format!("{uid} {uid} 1")),
+        ("gid_map", format!("{gid} {gid} 1")),
+    ];
+    for (file, content) in maps {
+        host.write_proc_self(file, &content).map_err(|_| Errno::EPERM)?;
+    }
+    Ok(())
+}
+
+fn user_ns_reason(errno: Errno) -> String {
+    format!(
+        "an unprivileged caller needs a user namespace, and creating one failed ({}): user namespaces are \
+         disabled (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0), or a seccomp \
+         profile such as Docker's default denies unshare; run as root, or through systemd (phasebox --mode service)",
+        errno.desc()
+    )
+}
+
+fn reason(kind: Kind, errno: Errno) -> String {
+    let config = match kind {
+        Kind::Network => "CONFIG_NET_NS",
+        Kind::Ipc => "CONFIG_IPC_NS",
+        Kind::Uts => "CONFIG_UTS_NS",
+        Kind::Pid => "CONFIG_PID_NS",
+    };
+    let why = match errno {
+        Errno::EINVAL => format!("the kernel was built without {config}"),
+        Errno::EPERM | Errno::EACCES => {
+            "not permitted here: the process lacks CAP_SYS_ADMIN, or a seccomp profile such as Docker's default \
+             denies unshare (run with --privileged or --security-opt seccomp=unconfined)"
+                .to_string()
+        }
+        Errno::ENOSPC | Errno::EUSERS => "the namespace limit is reached (sysctl user.max_*_namespaces)".to_string(),
+        other => other.desc().to_string(),
+    };
+    format!("unshare({}) failed: {why}", kind.tag())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    fn all() -> Set {
+        Set { network: true, ipc: true, uts: true, pid: true }
+    }
+
+    #[test]
+    fn root_unshares_each_namespace_and_sets_it_up() {
+        let mut host = FakeHost::new(true);
+        let entered = enter(all(), &mut host).unwrap();
+        assert!(entered.missing.is_empty() && entered.pid && entered.mount);
+        assert_eq!(
+            host.calls,
+            [
+                "unshare CLONE_NEWNET",
+                "lo up",
+                "unshare CLONE_NEWIPC",
+                "unshare CLONE_NEWUTS",
+                "hostname localhost",
+                "unshare CLONE_NEWNS | CLONE_NEWPID"
+            ]
+        );
+    }
+
+    #[test]
+    fn unprivileged_callers_map_their_own_ids_first() {
+        let mut host = FakeHost::new(false);
+        host.ids = (1000, 100);
+        enter(Set { ipc: true, ..Set::default() }, &mut host).unwrap();
+        assert_eq!(
+            host.calls,
+            [
+                "unshare CLONE_NEWUSER",
+                "setgroups: deny",
+                "uid_map: 1000 1000 1",
+                "gid_map: 100 100 1",
+                "unshare CLONE_NEWIPC"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_missing_namespace_keeps_the_others() {
+        let mut host = FakeHost::new(true);
+        host.refused = vec![(CloneFlags::CLONE_NEWNET, Errno::EINVAL)];
+        let entered = enter(all(), &mut host).unwrap();
+        assert_eq!(entered.missing.len(), 1);
+        assert_eq!(entered.missing[0].kind, Kind::Network);
+        assert!(entered.missing[0].reason.contains("CONFIG_NET_NS"), "{}", entered.missing[0].reason);
+        assert!(host.calls.contains(&"unshare CLONE_NEWIPC".to_string()));
+        assert!(!host.calls.contains(&"lo up".to_string()));
+    }
+
+    #[test]
+    fn without_user_namespaces_an_unprivileged_caller_gets_nothing_and_is_told_why() {
+        let mut host = FakeHost::new(false);
+        host.refused = vec![(CloneFlags::CLONE_NEWUSER, Errno::EPERM)];
+        let entered = enter(all(), &mut host).unwrap();
+        assert_eq!(entered.missing.len(), 4);
+        assert!(entered.missing[0].reason.contains("user namespace"));
+    }
+}
+pub mod run;

@@ -1,0 +1,267 @@
+//! Run the command isolated: create the namespaces this process must make itself,
+//! fork PID 1 when there is a new PID namespace, restore the caller's context when
+//! the process is not already the caller's fork, verify, supervise, and say what was
+//! found. Shared by the inner mode (inside a service) and the scope/unshare backends.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+use anyhow::Result;
+
+use crate::context::{Caller, CallerContext, Rlimit};
+use crate::findings::Findings;
+use crate::host::{Host, Linux};
+use crate::namespaces::{Kind, Set};
+use crate::sandbox::init::{OuterProc, mount_own_proc};
+use crate::sandbox::{Missing, enter};
+use crate::supervise;
+
+/// Where the orphans of a phase are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphans {
+    /// In our own control group (a service or scope: systemd kills them).
+    Cgroup,
+    /// Nowhere: without systemd or a PID namespace they can't be told apart.
+    Untracked,
+}
+
+pub struct Options {
+    /// Namespaces to create here.
+    pub unshare: Set,
+    /// Add portage's loopback addresses to a network namespace systemd created.
+    pub loopback_addresses: bool,
+    /// Restore the caller's identity, limits, directory and umask (inner mode).
+    pub restore: bool,
+    pub orphans: Orphans,
+}
+
+pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
+    let mut host = Linux;
+    let mut findings = Findings::default();
+    if options.loopback_addresses
+        && let Err(error) = host.loopback_up()
+    {
+        findings.setup_error = Some(format!("adding portage's loopback addresses: {error:#}"));
+        return findings;
+    }
+    let entered = match enter(options.unshare, &mut host) {
+        Ok(entered) => entered,
+        Err(error) => {
+            findings.setup_error = Some(format!("{error:#}"));
+            return findings;
+        }
+    };
+    if !accept_missing(context, &mut findings, entered.missing) {
+        return findings;
+    }
+    if !entered.pid {
+        run_in_place(context, options, options.orphans, &mut findings);
+        return findings;
+    }
+    match run_as_pid1(context, options, entered.mount) {
+        Ok(nested) => findings.merge(nested),
+        Err(error) => findings.setup_error = Some(format!("{error:#}")),
+    }
+    findings
+}
+
+/// Fork PID 1 of the new namespace, which runs the command and reports back.
+fn run_as_pid1(context: &CallerContext, options: &Options, own_proc: bool) -> Result<Findings> {
+    let outer = OuterProc::open()?;
+    let (mut read, write) = pipe()?;
+    // The closure owns the write end: PID 1 writes to it, and this process closes
+    // it when the closure is dropped, so the read below ends when PID 1 is gone.
+    let pid1 = supervise::spawn_forwarding(move || {
+        // Without our own /proc the namespace still holds; tools just see the host's.
+        let own_proc = own_proc && mount_own_proc().is_ok();
+        let mut nested = Findings::default();
+        run_in_place(context, options, Orphans::Untracked, &mut nested);
+        // Our own /proc shows at once whether anything but PID 1 is left; only then
+        // look the survivors up by the PIDs the caller knows them by.
+        if nested.termination.is_some() && !(own_proc && alone_in_namespace()) {
+            nested.orphans = outer.namespace_members();
+        }
+        let _ = std::fs::File::from(write).write_all(nested.encode().as_bytes());
+        // SAFETY: end PID 1 without the parent's destructors; the kernel then kills
+        // whatever is left in the namespace.
+        unsafe { libc::_exit(0) }
+    })?;
+    let mut text = String::new();
+    let _ = read.read_to_string(&mut text);
+    supervise::wait_for(pid1, false);
+    Ok(Findings::decode(&text))
+}
+
+/// Whether this PID 1 is the only process its /proc shows.
+fn alone_in_namespace() -> bool {
+    std::fs::read_dir("/proc").is_ok_and(|entries| {
+        entries.flatten().all(|e| {
+            let name = e.file_name();
+            name == "1" || !name.as_encoded_bytes().iter().all(u8::is_ascii_digit)
+        })
+    })
+}
+
+/// Restore, verify, run the command here and list what it left.
+fn run_in_place(context: &CallerContext, options: &Options, orphans: Orphans, findings: &mut Findings) {
+    if options.restore
+        && let Err(error) = restore(&context.caller, &mut Linux)
+    {
+        findings.setup_error = Some(format!("{error:#}"));
+        return;
+    }
+    let already: Vec<Kind> = findings.missing.iter().map(|m| m.kind).collect();
+    let unapplied = missing_isolations(context, &Linux)
+        .into_iter()
+        .filter(|k| !already.contains(k))
+        .map(|kind| Missing {
+            kind,
+            reason: format!("systemd accepted {} but did not apply it", property(kind)),
+        })
+        .collect();
+    if !accept_missing(context, findings, unapplied) {
+        return;
+    }
+    findings.termination = Some(supervise::run_command(context, orphans == Orphans::Untracked));
+    if orphans == Orphans::Cgroup {
+        findings.orphans = crate::orphans::list_except_self().unwrap_or_default();
+    }
+}
+
+/// Record missing isolations; false when the command must therefore not run.
+fn accept_missing(context: &CallerContext, findings: &mut Findings, missing: Vec<Missing>) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    if context.best_effort && !context.quiet {
+        for m in &missing {
+            eprintln!(
+                "phasebox: warning: running without {} ({}); --best-effort allowed it",
+                m.kind.describe(),
+                m.reason
+            );
+        }
+    }
+    findings.missing.extend(missing);
+    if !context.best_effort {
+        findings.refused = true;
+    }
+    context.best_effort
+}
+
+fn property(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Network => "PrivateNetwork=",
+        Kind::Ipc => "PrivateIPC=",
+        Kind::Uts => "a private hostname",
+        Kind::Pid => "a PID namespace",
+    }
+}
+
+/// Isolations asked for whose namespace is still the launcher's (or can't be read).
+pub fn missing_isolations(context: &CallerContext, host: &impl Host) -> Vec<Kind> {
+    context
+        .expected
+        .iter()
+        .filter(|x| host.namespace(x.kind).map_or(true, |ours| ours == x.launcher_ns))
+        .map(|x| x.kind)
+        .collect()
+}
+
+/// Restore the caller's limits, identity, working directory and umask.
+pub fn restore(context: &Caller, host: &mut impl Host) -> Result<()> {
+    for &limit in &context.rlimits {
+        // An unprivileged caller may have had a higher hard limit than the manager
+        // grants: then keep the manager's hard limit and come as close as it allows.
+        if host.set_rlimit(limit).is_err()
+            && let Ok(current) = host.rlimit(limit.resource)
+        {
+            let _ = host.set_rlimit(Rlimit { soft: limit.soft.min(current.hard), ..current });
+        }
+    }
+    if host.is_root() {
+        host.set_groups(&context.groups)?;
+        host.set_gid(context.gid)?;
+        host.set_uid(context.uid)?;
+    } else if host.current_ids() != (context.uid, context.gid) {
+        let (uid, gid) = host.current_ids();
+        anyhow::bail!(
+            "the unit runs as uid {uid} gid {gid}, not as the caller (uid {} gid {})",
+            context.uid,
+            context.gid
+        );
+    }
+    host.chdir(&context.cwd)?;
+    host.umask(context.umask);
+    Ok(())
+}
+
+fn pipe() -> Result<(std::fs::File, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((std::fs::File::from(read), write))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Rlimit;
+    use crate::host::fake::FakeHost;
+    use crate::namespaces::NsId;
+
+    fn context() -> CallerContext {
+        CallerContext::example()
+    }
+
+    #[test]
+    fn an_isolation_is_missing_when_the_namespace_is_the_launchers() {
+        let mut host = FakeHost::new(true);
+        host.namespaces =
+            vec![(Kind::Network, NsId { dev: 4, ino: 1 }), (Kind::Ipc, NsId { dev: 4, ino: 9 })];
+        assert_eq!(missing_isolations(&context(), &host), [Kind::Network]);
+        host.namespaces =
+            vec![(Kind::Network, NsId { dev: 4, ino: 8 }), (Kind::Ipc, NsId { dev: 4, ino: 9 })];
+        assert!(missing_isolations(&context(), &host).is_empty());
+        // A namespace that can't be read counts as missing: never assume isolation.
+        host.namespaces = vec![(Kind::Ipc, NsId { dev: 4, ino: 9 })];
+        assert_eq!(missing_isolations(&context(), &host), [Kind::Network]);
+    }
+
+    #[test]
+    fn root_restores_groups_then_gid_then_uid() {
+        let mut host = FakeHost::new(true);
+        restore(&context().caller, &mut host).unwrap();
+        assert_eq!(
+            host.calls,
+            [
+                "rlimit 7 1024 18446744073709551615",
+                "groups [100, 27]",
+                "gid 100",
+                "uid 1000",
+                "chdir /work",
+                "umask 27"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_non_root_unit_must_already_be_the_caller() {
+        let mut host = FakeHost::new(false);
+        host.ids = (1000, 100);
+        restore(&context().caller, &mut host).unwrap();
+        assert!(!host.calls.iter().any(|c| c.starts_with("uid") || c.starts_with("groups")));
+        host.ids = (1001, 100);
+        let err = restore(&context().caller, &mut host).unwrap_err().to_string();
+        assert!(err.contains("uid 1001"), "{err}");
+    }
+
+    #[test]
+    fn limits_that_cannot_be_raised_fall_back_to_the_soft_value() {
+        let mut host = FakeHost::new(false);
+        host.ids = (1000, 100);
+        host.fail_raising_limits = true;
+        let mut caller = context().caller;
+        caller.rlimits = vec![Rlimit { resource: 7, soft: 4096, hard: u64::MAX }];
+        restore(&caller, &mut host).unwrap();
+        assert_eq!(host.calls[0], "rlimit 7 4096 65536");
+    }
+}

@@ -1,0 +1,123 @@
+//! A connection to a service manager, subscribed to its job signals before anything
+//! is started, so no job or unit is ever missed however fast it ends.
+
+use anyhow::{Context, Result, anyhow};
+use futures_util::StreamExt;
+use zbus::OwnedObjectPath;
+use zbus::fdo::{PropertiesChangedStream, PropertiesProxy};
+use zbus::proxy::CacheProperties;
+
+use super::Manager;
+use super::properties::Property;
+use super::proxies::{JobRemovedStream, ManagerProxy, ServiceProxy, UnitProxy};
+use super::unit_name;
+
+const DESTINATION: &str = "org.freedesktop.systemd1";
+
+pub struct Client {
+    pub kind: Manager,
+    connection: zbus::Connection,
+    manager: ManagerProxy<'static>,
+    jobs: JobRemovedStream,
+}
+
+impl Client {
+    /// Connect, listen for JobRemoved, then Subscribe.
+    pub async fn connect(kind: Manager) -> Result<Client> {
+        let connection = super::connect(kind).await?;
+        Client::over(kind, connection).await
+    }
+
+    /// The same over an existing connection (tests use a peer-to-peer one).
+    pub async fn over(kind: Manager, connection: zbus::Connection) -> Result<Client> {
+        let manager = ManagerProxy::builder(&connection)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .context("creating the systemd manager proxy")?;
+        let jobs = manager.receive_job_removed().await.context("subscribing to job signals")?;
+        manager.subscribe().await.context("subscribing to systemd signals")?;
+        Ok(Client { kind, connection, manager, jobs })
+    }
+
+    /// systemd's major version, from its Version property ("252.38-1~deb12u1" → 252).
+    pub async fn version(&self) -> Result<u32> {
+        let text = self.manager.version().await.context("reading systemd's Version")?;
+        parse_version(&text).ok_or_else(|| anyhow!("cannot understand systemd's version {text:?}"))
+    }
+
+    /// Property changes of a unit, listened to before it is started.
+    pub async fn watch(&self, unit: &str) -> Result<PropertiesChangedStream> {
+        PropertiesProxy::builder(&self.connection)
+            .destination(DESTINATION)
+            .path(unit_name::object_path(unit))
+            .build()
+            .await
+            .context("creating the unit's properties proxy")?
+            .receive_properties_changed()
+            .await
+            .context("subscribing to the unit's property changes")
+    }
+
+    pub async fn start(&self, unit: &str, properties: &[Property]) -> zbus::Result<OwnedObjectPath> {
+        let dbus: Vec<_> = properties.iter().map(|p| p.to_dbus()).collect();
+        self.manager.start_transient_unit(unit, "fail", &dbus, &[]).await
+    }
+
+    /// Wait for a job to end; its result ("done", "failed", "canceled", ...).
+    pub async fn job_result(&mut self, job: &OwnedObjectPath) -> Result<String> {
+        while let Some(signal) = self.jobs.next().await {
+            let args = signal.args().context("decoding JobRemoved")?;
+            if args.job == *job {
+                return Ok(args.result);
+            }
+        }
+        Err(anyhow!("lost the bus connection while waiting for a systemd job"))
+    }
+
+    /// Stop a unit and wait until it is stopped; one already gone is stopped too.
+    pub async fn stop(&mut self, unit: &str) -> Result<()> {
+        let job = match self.manager.stop_unit(unit, "fail").await {
+            Ok(job) => job,
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                return Ok(());
+            }
+            Err(error) => return Err(error).with_context(|| format!("stopping {unit}")),
+        };
+        self.job_result(&job).await.map(|_| ())
+    }
+
+    pub async fn unit(&self, unit: &str) -> Result<UnitProxy<'static>> {
+        Ok(UnitProxy::builder(&self.connection)
+            .path(unit_name::object_path(unit))
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?)
+    }
+
+    pub async fn service(&self, unit: &str) -> Result<ServiceProxy<'static>> {
+        Ok(ServiceProxy::builder(&self.connection)
+            .path(unit_name::object_path(unit))
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?)
+    }
+}
+
+fn parse_version(text: &str) -> Option<u32> {
+    let digits: String = text.trim_start_matches('v').chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        assert_eq!(super::parse_version("252.38-1~deb12u1"), Some(252));
+        assert_eq!(super::parse_version("245"), Some(245));
+        assert_eq!(super::parse_version("v257.1"), Some(257));
+        assert_eq!(super::parse_version("unknown"), None);
+    }
+}

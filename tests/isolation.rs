@@ -1,0 +1,356 @@
+//! The same sandbox from every backend, for root and for an unprivileged user:
+//! run by tests/run inside the nspawn systemd (service, scope and unshare modes)
+//! and on the bare host without systemd (unshare mode), with `--include-ignored`.
+
+#[allow(dead_code)]
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+
+use common::rig::{self, Place, code, host, output, phasebox, phasebox_as_user, stderr, stdout};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Root,
+    User,
+}
+
+/// Every (mode, caller) this place can run.
+fn cases() -> Vec<(&'static str, Who)> {
+    let modes: &[&str] = match rig::place() {
+        Place::Nspawn => &["service", "scope", "unshare"],
+        Place::Bare => &["unshare"],
+    };
+    modes.iter().flat_map(|&m| [(m, Who::Root), (m, Who::User)]).collect()
+}
+
+fn run(mode: &str, who: Who, args: &[&str]) -> Output {
+    let mut full = vec!["--mode", mode];
+    full.extend_from_slice(args);
+    let mut cmd = match who {
+        Who::Root => phasebox(&full),
+        Who::User => phasebox_as_user(&full),
+    };
+    output(&mut cmd)
+}
+
+fn sh(mode: &str, who: Who, script: &str) -> Output {
+    run(mode, who, &["sh", "-c", script])
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn loopback_has_portages_four_addresses_and_is_alone() {
+    for (mode, who) in cases() {
+        let out = sh(mode, who, "ip -o link show; ip -o addr show");
+        assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        let links: Vec<_> = text.lines().filter(|l| l.contains("link/")).collect();
+        assert_eq!(links.len(), 1, "{mode} {who:?}: {text}");
+        assert!(links[0].starts_with("1: lo: <LOOPBACK,UP,LOWER_UP>"), "{mode} {who:?}: {text}");
+        for address in ["inet 127.0.0.1/8", "inet 10.0.0.1/8", "inet6 ::1/128", "inet6 fd::1/8"] {
+            assert!(text.contains(address), "{mode} {who:?}: no {address}:\n{text}");
+        }
+    }
+    assert!(
+        stdout(&host("ip", &["-o", "link", "show"])).lines().count() > 1,
+        "control: the host has more than lo"
+    );
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn hostname_is_localhost_and_the_hosts_is_untouched() {
+    let before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(before.trim(), "localhost", "control: the host must have another name");
+    for (mode, who) in cases() {
+        let out = sh(mode, who, "cat /proc/sys/kernel/hostname; hostname changed-inside 2>/dev/null; true");
+        assert_eq!(stdout(&out), "localhost\n", "{mode} {who:?}: {}", stderr(&out));
+    }
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), before);
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn host_services_on_loopback_and_abstract_sockets_are_unreachable() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp = format!("exec 3<>/dev/tcp/127.0.0.1/{}", listener.local_addr().unwrap().port());
+    let name = format!("phasebox-isolation-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let _abstract = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let unix = format!("import socket; socket.socket(socket.AF_UNIX).connect('\\0{name}')");
+    assert!(output(Command::new("bash").args(["-c", &tcp])).status.success(), "control: TCP");
+    assert!(output(Command::new("python3").args(["-c", &unix])).status.success(), "control: abstract socket");
+    for (mode, who) in cases() {
+        let out = run(mode, who, &["bash", "-c", &tcp]);
+        assert!(stderr(&out).contains("Connection refused"), "{mode} {who:?} reached TCP: {}", stderr(&out));
+        let out = run(mode, who, &["python3", "-c", &unix]);
+        assert!(
+            stderr(&out).contains("ConnectionRefusedError"),
+            "{mode} {who:?} reached the socket: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn host_ipc_objects_are_invisible() {
+    let made = stdout(&host("ipcmk", &["-M", "4096"]));
+    let shm = made.trim().rsplit(' ').next().unwrap().to_string();
+    let queue = format!("/phasebox-isolation-{}", std::process::id());
+    let mq = |flags: &str| {
+        format!(
+            "import ctypes, os, sys\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             fd = libc.mq_open(b'{queue}', {flags}, 0o644, None)\n\
+             sys.exit(0 if fd >= 0 else 3 if ctypes.get_errno() == 2 else 1)"
+        )
+    };
+    host("python3", &["-c", &mq("os.O_RDONLY | os.O_CREAT")]);
+    let listed = |text: &str| text.lines().any(|l| l.split_whitespace().nth(1) == Some(shm.as_str()));
+    let mut failures = Vec::new();
+    for (mode, who) in cases() {
+        if listed(&stdout(&run(mode, who, &["ipcs", "-m"]))) {
+            failures.push(format!("{mode} {who:?} sees shm {shm}"));
+        }
+        let out = run(mode, who, &["python3", "-c", &mq("os.O_RDONLY")]);
+        if code(&out) != 3 {
+            failures.push(format!("{mode} {who:?} sees mqueue {queue}: {}", stderr(&out)));
+        }
+    }
+    let control_shm = listed(&stdout(&host("ipcs", &["-m"])));
+    let control_mq = code(&output(Command::new("python3").args(["-c", &mq("os.O_RDONLY")])));
+    host("ipcrm", &["-m", &shm]);
+    host("python3", &["-c", &format!("import ctypes; ctypes.CDLL(None).mq_unlink(b'{queue}')")]);
+    assert!(control_shm && control_mq == 0, "control: the host sees its own objects");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Leaves `sleep 1000` behind and prints its PID (as the caller sees it) once exec'd.
+/// The orphan's output goes nowhere: one that survives must not hold the test's pipes.
+const LEAVE_ORPHAN: &str = "sleep 1000 >/dev/null 2>&1 </dev/null & \
+     while [ \"$(cat /proc/$!/comm)\" != sleep ]; do :; done; echo $!; exit 7";
+
+fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn orphans_are_killed_and_reported_with_the_callers_pids() {
+    for (mode, who) in cases() {
+        let out = sh(mode, who, LEAVE_ORPHAN);
+        assert_eq!(code(&out), 7, "{mode} {who:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        let line = err.lines().find(|l| l.starts_with("phasebox: killed orphan ")).unwrap_or_else(|| {
+            panic!("{mode} {who:?}: no orphan reported: {err}");
+        });
+        assert!(line.ends_with("(sleep)"), "{mode} {who:?}: {line}");
+        let pid: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert!(is_gone(pid), "{mode} {who:?}: orphan {pid} survived");
+    }
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn exit_statuses_are_exact() {
+    for (mode, who) in cases() {
+        assert_eq!(code(&sh(mode, who, "exit 0")), 0, "{mode} {who:?}");
+        assert_eq!(code(&sh(mode, who, "exit 42")), 42, "{mode} {who:?}");
+        assert_eq!(code(&sh(mode, who, "kill -TERM $$")), 143, "{mode} {who:?}");
+        assert_eq!(code(&sh(mode, who, "kill -KILL $$")), 137, "{mode} {who:?}");
+        assert_eq!(code(&run(mode, who, &["no-such-command-phasebox"])), 127, "{mode} {who:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn files_belong_to_the_caller() {
+    let (name, uid) = rig::rig_user();
+    for (mode, who) in cases() {
+        let file = format!("/home/{name}/owned-{mode}-{who:?}");
+        let _ = std::fs::remove_file(&file);
+        let out = run(mode, who, &["touch", &file]);
+        assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
+        let owner = std::fs::metadata(&file).unwrap().uid();
+        assert_eq!(owner, if who == Who::Root { 0 } else { uid }, "{mode} {who:?}");
+        std::fs::remove_file(&file).unwrap();
+    }
+}
+
+/// Run `phasebox run --mode MODE [--keep-fds] -- sh -c 'echo through-fd-5 >&5'` with a
+/// pipe on descriptor 5, and return what came through it.
+fn through_fd_5(mode: &str, who: Who, keep: bool) -> (String, Output) {
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let mut args = vec!["--mode", mode];
+    if keep {
+        args.push("--keep-fds");
+    }
+    args.extend(["sh", "-c", "echo through-fd-5 >&5"]);
+    let mut cmd = match who {
+        Who::Root => phasebox(&args),
+        Who::User => phasebox_as_user(&args),
+    };
+    let fd = write.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 5) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = output(&mut cmd);
+    drop(write);
+    let mut text = String::new();
+    // SAFETY: we own the read end.
+    unsafe { std::fs::File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(read)) }
+        .read_to_string(&mut text)
+        .unwrap();
+    (text, out)
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn scope_and_unshare_modes_inherit_every_descriptor() {
+    for (mode, who) in cases() {
+        let (text, out) = through_fd_5(mode, who, false);
+        if mode == "service" {
+            assert_ne!(code(&out), 0, "a service gets only 0-2");
+        } else {
+            assert_eq!(text, "through-fd-5\n", "{mode} {who:?}: {}", stderr(&out));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn auto_picks_the_backend_and_says_why() {
+    let auto = |args: &[&str], who: Who| {
+        let mut full = vec!["-v"];
+        full.extend_from_slice(args);
+        full.push("true");
+        let out = match who {
+            Who::Root => output(&mut phasebox(&full)),
+            Who::User => output(&mut phasebox_as_user(&full)),
+        };
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        stderr(&out).lines().find(|l| l.contains(" mode: ")).unwrap_or_default().to_string()
+    };
+    match rig::place() {
+        Place::Bare => {
+            assert!(auto(&[], Who::Root).starts_with("phasebox: unshare mode: systemd is not reachable"));
+            assert!(auto(&[], Who::User).starts_with("phasebox: unshare mode: systemd is not reachable"));
+        }
+        Place::Nspawn => {
+            assert!(auto(&[], Who::Root).starts_with("phasebox: service mode: systemd is reachable"));
+            assert!(auto(&[], Who::User).starts_with("phasebox: service mode: systemd is reachable"));
+            assert!(auto(&["--keep-fds"], Who::Root).starts_with("phasebox: scope mode: --keep-fds"));
+            assert!(auto(&["--keep-fds"], Who::User).starts_with("phasebox: scope mode: --keep-fds"));
+            // A caller in its own mount namespace (as in a chroot) would lose it in a service.
+            let out = output(
+                Command::new("unshare")
+                    .args(["-m", "--propagation", "private"])
+                    .arg(rig::phasebox_bin())
+                    .args(["run", "-v", "true"]),
+            );
+            assert!(
+                stderr(&out).contains("scope mode: the caller is in another mount namespace than systemd"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn without_namespaces_the_phase_fails_clearly_unless_best_effort() {
+    // An unprivileged process in a chroot may not create user namespaces (EPERM), so
+    // unshare mode can isolate nothing: phasebox must say so and run nothing.
+    let chroot = Chroot::new();
+    let root = chroot.0.clone();
+    let (_, uid) = rig::rig_user();
+    let bin = "/phasebox";
+    std::fs::copy(rig::phasebox_bin(), format!("{root}{bin}")).unwrap();
+    let chrooted = |extra: &[&str]| {
+        let mut cmd = Command::new("chroot");
+        cmd.args([format!("--userspec={uid}:{uid}"), root.clone(), bin.into(), "run".into()]);
+        cmd.args(["--mode", "unshare"]).args(extra).args(["/bin/sh", "-c", "echo ran"]);
+        output(&mut cmd)
+    };
+    let out = chrooted(&[]);
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    let err = stderr(&out);
+    for what in ["no private network", "no private IPC", "no private hostname", "no private PID namespace"] {
+        assert!(err.contains(what), "{what}: {err}");
+    }
+    assert!(err.contains("user namespace") && err.contains("--best-effort"), "{err}");
+    let out = chrooted(&["--best-effort"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ran\n");
+    assert!(stderr(&out).contains("warning: running without private network"), "{}", stderr(&out));
+}
+
+/// A directory that works as a chroot: the system's /usr read-only and a /proc,
+/// unmounted and removed when dropped.
+struct Chroot(String);
+
+impl Chroot {
+    fn new() -> Chroot {
+        let root = format!("/var/tmp/phasebox-chroot-{}", std::process::id());
+        for dir in ["usr", "proc", "tmp"] {
+            std::fs::create_dir_all(format!("{root}/{dir}")).unwrap();
+        }
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        for link in ["bin", "lib", "lib64", "sbin"] {
+            std::os::unix::fs::symlink(format!("usr/{link}"), format!("{root}/{link}")).unwrap();
+        }
+        let chroot = Chroot(root);
+        host("mount", &["--bind", "-o", "ro", "/usr", &format!("{}/usr", chroot.0)]);
+        host("mount", &["-t", "proc", "proc", &format!("{}/proc", chroot.0)]);
+        chroot
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        let unmounted = ["proc", "usr"].iter().all(|dir| {
+            Command::new("umount").arg(format!("{}/{dir}", self.0)).status().is_ok_and(|s| s.success())
+        });
+        // Never recurse into what is still mounted there.
+        if unmounted {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn without_a_pid_namespace_a_scope_still_kills_orphans_and_unshare_warns() {
+    let modes: &[&str] = if rig::place() == Place::Nspawn { &["scope", "unshare"] } else { &["unshare"] };
+    for &mode in modes {
+        let out = run(mode, Who::Root, &["--no-pid", "sh", "-c", LEAVE_ORPHAN]);
+        assert_eq!(code(&out), 7, "{mode}: {}", stderr(&out));
+        let pid: u32 = stdout(&out).trim().parse().unwrap();
+        if mode == "scope" {
+            assert!(stderr(&out).contains(&format!("killed orphan {pid} (sleep)")), "{}", stderr(&out));
+            assert!(is_gone(pid), "scope: orphan {pid} survived");
+        } else {
+            assert!(stderr(&out).contains("are not tracked and keep running"), "{}", stderr(&out));
+            host("kill", &[&pid.to_string()]);
+        }
+    }
+}

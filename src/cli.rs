@@ -16,7 +16,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run COMMAND as a sandboxed transient service and exit with its status.
+    /// Run COMMAND in a sandbox (a transient systemd service or scope, or namespaces
+    /// alone) and exit with its status.
     Run(RunArgs),
     /// Internal: ExecStart of the unit; restores the caller's context and runs the command.
     #[command(name = "__inner", hide = true)]
@@ -35,12 +36,14 @@ Exit status:
 pub struct RunArgs {
     /// Set a unit property, in systemd-run's syntax (e.g. MemoryMax=2G, CPUQuota=150%,
     /// TasksMax=512, RuntimeMaxSec=30min, Nice=10, LimitNOFILE=4096). Repeatable.
-    /// Unknown or malformed properties are refused before anything starts.
+    /// Unknown or malformed properties are refused before anything starts, and so are
+    /// those the chosen mode can't honour: in scope and unshare modes phasebox applies
+    /// Limit*, Nice and NoNewPrivileges itself; resource control needs systemd.
     #[arg(short = 'p', long = "property", value_name = "NAME=VALUE")]
     pub properties: Vec<String>,
 
-    /// Name of the transient unit (".service" is appended when missing).
-    /// Default: phasebox-<random>.service.
+    /// Name of the transient unit (".service" or ".scope" is appended).
+    /// Default: phasebox-<random>.
     #[arg(long, value_name = "NAME")]
     pub unit: Option<String>,
 
@@ -106,7 +109,8 @@ pub struct RunArgs {
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print the unit name and the properties sent to systemd.
+    /// Print the chosen mode and why, the isolations, the unit name and the
+    /// properties sent to systemd.
     #[arg(short, long)]
     pub verbose: bool,
 

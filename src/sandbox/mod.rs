@@ -27,12 +27,16 @@ pub struct Entered {
     pub pid: bool,
     /// A mount namespace was created (so PID 1 can mount its own /proc).
     pub mount: bool,
+    /// A network namespace was created: lo still has to be set up (`finish`).
+    pub network: bool,
+    /// A UTS namespace was created: the hostname still has to be set (`finish`).
+    pub uts: bool,
 }
 
 /// Create the namespaces in `wanted` for this process (a PID namespace for its next
-/// child), then set up what they need: lo with portage's addresses, hostname
-/// `localhost`. Without privilege, a user namespace maps the caller's own uid and gid
-/// to themselves, so the files a phase creates belong to the caller.
+/// child). Without privilege, a user namespace maps the caller's own uid and gid to
+/// themselves, so the files a phase creates belong to the caller. `finish` then sets
+/// them up; it may run while PID 1 prepares itself.
 pub fn enter(wanted: Set, host: &mut impl Host) -> Result<Entered> {
     let mut entered = Entered::default();
     if wanted.is_empty() {
@@ -53,8 +57,8 @@ pub fn enter(wanted: Set, host: &mut impl Host) -> Result<Entered> {
         }
         match host.unshare(flags) {
             Ok(()) => match kind {
-                Kind::Network => host.loopback_up()?,
-                Kind::Uts => host.set_hostname("localhost")?,
+                Kind::Network => entered.network = true,
+                Kind::Uts => entered.uts = true,
                 Kind::Pid => {
                     entered.pid = true;
                     entered.mount = true;
@@ -65,6 +69,18 @@ pub fn enter(wanted: Set, host: &mut impl Host) -> Result<Entered> {
         }
     }
     Ok(entered)
+}
+
+/// Set up the namespaces `enter` created: lo with portage's addresses, hostname
+/// `localhost`.
+pub fn finish(entered: &Entered, host: &mut impl Host) -> Result<()> {
+    if entered.network {
+        host.loopback_up()?;
+    }
+    if entered.uts {
+        host.set_hostname("localhost")?;
+    }
+    Ok(())
 }
 
 fn enter_user_namespace(host: &mut impl Host) -> Result<(), Errno> {
@@ -125,15 +141,16 @@ mod tests {
         let mut host = FakeHost::new(true);
         let entered = enter(all(), &mut host).unwrap();
         assert!(entered.missing.is_empty() && entered.pid && entered.mount);
+        finish(&entered, &mut host).unwrap();
         assert_eq!(
             host.calls,
             [
                 "unshare CLONE_NEWNET",
-                "lo up",
                 "unshare CLONE_NEWIPC",
                 "unshare CLONE_NEWUTS",
+                "unshare CLONE_NEWNS | CLONE_NEWPID",
+                "lo up",
                 "hostname localhost",
-                "unshare CLONE_NEWNS | CLONE_NEWPID"
             ]
         );
     }
@@ -160,6 +177,7 @@ mod tests {
         let mut host = FakeHost::new(true);
         host.refused = vec![(CloneFlags::CLONE_NEWNET, Errno::EINVAL)];
         let entered = enter(all(), &mut host).unwrap();
+        finish(&entered, &mut host).unwrap();
         assert_eq!(entered.missing.len(), 1);
         assert_eq!(entered.missing[0].kind, Kind::Network);
         assert!(entered.missing[0].reason.contains("CONFIG_NET_NS"), "{}", entered.missing[0].reason);

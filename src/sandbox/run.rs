@@ -4,7 +4,7 @@
 //! found. Shared by the inner mode (inside a service) and the scope/unshare backends.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::Result;
 
@@ -13,7 +13,7 @@ use crate::findings::Findings;
 use crate::host::{Host, Linux};
 use crate::namespaces::{Kind, Set};
 use crate::sandbox::init::{OuterProc, mount_own_proc};
-use crate::sandbox::{Missing, enter};
+use crate::sandbox::{Entered, Missing, enter, finish};
 use crate::supervise;
 
 /// Where the orphans of a phase are found.
@@ -44,38 +44,50 @@ pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
         findings.setup_error = Some(format!("adding portage's loopback addresses: {error:#}"));
         return findings;
     }
-    let entered = match enter(options.unshare, &mut host) {
+    let mut entered = match enter(options.unshare, &mut host) {
         Ok(entered) => entered,
         Err(error) => {
             findings.setup_error = Some(format!("{error:#}"));
             return findings;
         }
     };
-    if !accept_missing(context, &mut findings, entered.missing) {
+    if !accept_missing(context, &mut findings, std::mem::take(&mut entered.missing)) {
         return findings;
     }
     if !entered.pid {
+        if let Err(error) = finish(&entered, &mut host) {
+            findings.setup_error = Some(format!("{error:#}"));
+            return findings;
+        }
         run_in_place(context, options, options.orphans, &mut findings);
         return findings;
     }
-    match run_as_pid1(context, options, entered.mount) {
+    match run_as_pid1(context, options, &entered) {
         Ok(nested) => findings.merge(nested),
         Err(error) => findings.setup_error = Some(format!("{error:#}")),
     }
     findings
 }
 
-/// Fork PID 1 of the new namespace, which runs the command and reports back.
-fn run_as_pid1(context: &CallerContext, options: &Options, own_proc: bool) -> Result<Findings> {
+/// Fork PID 1 of the new namespace, which runs the command and reports back. This
+/// process sets up lo and the hostname meanwhile; PID 1 waits for that before the
+/// command starts.
+fn run_as_pid1(context: &CallerContext, options: &Options, entered: &Entered) -> Result<Findings> {
     let outer = OuterProc::open()?;
     let (mut read, write) = pipe()?;
+    let (mut ready_read, ready_write) = pipe()?;
+    let ready_write_fd = ready_write.as_raw_fd();
+    let own_proc = entered.mount;
     // The closure owns the write end: PID 1 writes to it, and this process closes
     // it when the closure is dropped, so the read below ends when PID 1 is gone.
     let pid1 = supervise::spawn_forwarding(move || {
+        let _ = nix::unistd::close(ready_write_fd);
         // Without our own /proc the namespace still holds; tools just see the host's.
         let own_proc = own_proc && mount_own_proc().is_ok();
         let mut nested = Findings::default();
-        run_in_place(context, options, Orphans::Untracked, &mut nested);
+        if ready_read.read_exact(&mut [0u8]).is_ok() {
+            run_in_place(context, options, Orphans::Untracked, &mut nested);
+        }
         // Our own /proc shows at once whether anything but PID 1 is left; only then
         // look the survivors up by the PIDs the caller knows them by.
         if nested.termination.is_some() && !(own_proc && alone_in_namespace()) {
@@ -86,9 +98,18 @@ fn run_as_pid1(context: &CallerContext, options: &Options, own_proc: bool) -> Re
         // whatever is left in the namespace.
         unsafe { libc::_exit(0) }
     })?;
+    // Closing the ready pipe unwritten tells PID 1 not to start the command.
+    let setup = finish(entered, &mut Linux);
+    let mut ready = std::fs::File::from(ready_write);
+    if setup.is_ok() {
+        let _ = ready.write_all(&[1]);
+    }
+    drop(ready);
     let mut text = String::new();
     let _ = read.read_to_string(&mut text);
+    // PID 1's exit completes once the kernel has killed what was left.
     supervise::wait_for(pid1, false);
+    setup?;
     Ok(Findings::decode(&text))
 }
 

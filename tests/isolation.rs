@@ -13,7 +13,9 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
-use common::rig::{self, Place, code, host, output, phasebox, phasebox_as_user, stderr, stdout};
+use common::rig::{
+    self, LEAVE_ORPHAN, Place, code, host, is_gone, output, phasebox, phasebox_as_user, stderr, stdout,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
@@ -131,18 +133,6 @@ fn host_ipc_objects_are_invisible() {
     host("python3", &["-c", &format!("import ctypes; ctypes.CDLL(None).mq_unlink(b'{queue}')")]);
     assert!(control_shm && control_mq == 0, "control: the host sees its own objects");
     assert!(failures.is_empty(), "{failures:#?}");
-}
-
-/// Leaves `sleep 1000` behind and prints its PID (as the caller sees it) once exec'd.
-/// The orphan's output goes nowhere: one that survives must not hold the test's pipes.
-const LEAVE_ORPHAN: &str = "sleep 1000 >/dev/null 2>&1 </dev/null & \
-     while [ \"$(cat /proc/$!/comm)\" != sleep ]; do :; done; echo $!; exit 7";
-
-fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }
 
 #[test]

@@ -91,3 +91,17 @@ pub fn host(program: &str, args: &[&str]) -> Output {
     assert!(out.status.success(), "{program} {args:?} failed: {}", stderr(&out));
     out
 }
+
+/// Leaves `sleep 1000` behind, prints its PID (as the caller sees it) once it has
+/// exec'd, and exits 7. The orphan's stdio goes nowhere: one that survives must not
+/// hold the test's pipes open.
+pub const LEAVE_ORPHAN: &str = "sleep 1000 >/dev/null 2>&1 </dev/null & \
+     while [ \"$(cat /proc/$!/comm)\" != sleep ]; do :; done; echo $!; exit 7";
+
+/// Whether a process is gone (or only a zombie waiting to be reaped).
+pub fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}

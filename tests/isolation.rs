@@ -344,3 +344,26 @@ fn without_a_pid_namespace_a_scope_still_kills_orphans_and_unshare_warns() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn pid_namespaces_where_asked_for() {
+    let asked: &[(&str, &[&str])] = match rig::place() {
+        Place::Nspawn => &[("service", &["--pid"]), ("scope", &[]), ("unshare", &[])],
+        Place::Bare => &[("unshare", &[])],
+    };
+    for &(mode, extra) in asked {
+        for who in [Who::Root, Who::User] {
+            let mut args = extra.to_vec();
+            args.extend(["sh", "-c", "echo $$; ps -e -o pid= | wc -l"]);
+            let out = run(mode, who, &args);
+            // phasebox is PID 1, the shell PID 2; ps sees PID 1, the shell, ps and wc.
+            assert_eq!(
+                stdout(&out).split_whitespace().collect::<Vec<_>>(),
+                ["2", "4"],
+                "{mode} {who:?}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}

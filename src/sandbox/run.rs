@@ -59,10 +59,11 @@ pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
             findings.setup_error = Some(format!("{error:#}"));
             return findings;
         }
-        run_in_place(context, options, options.orphans, &mut findings);
+        let accepted = missing_kinds(&findings);
+        run_in_place(context, options, options.orphans, &accepted, &mut findings);
         return findings;
     }
-    match run_as_pid1(context, options, &entered) {
+    match run_as_pid1(context, options, &entered, &missing_kinds(&findings)) {
         Ok(nested) => findings.merge(nested),
         Err(error) => findings.setup_error = Some(format!("{error:#}")),
     }
@@ -72,7 +73,12 @@ pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
 /// Fork PID 1 of the new namespace, which runs the command and reports back. This
 /// process sets up lo and the hostname meanwhile; PID 1 waits for that before the
 /// command starts.
-fn run_as_pid1(context: &CallerContext, options: &Options, entered: &Entered) -> Result<Findings> {
+fn run_as_pid1(
+    context: &CallerContext,
+    options: &Options,
+    entered: &Entered,
+    accepted: &[Kind],
+) -> Result<Findings> {
     let outer = OuterProc::open()?;
     let (mut read, write) = pipe()?;
     let (mut ready_read, ready_write) = pipe()?;
@@ -86,7 +92,7 @@ fn run_as_pid1(context: &CallerContext, options: &Options, entered: &Entered) ->
         let own_proc = own_proc && mount_own_proc().is_ok();
         let mut nested = Findings::default();
         if ready_read.read_exact(&mut [0u8]).is_ok() {
-            run_in_place(context, options, Orphans::Untracked, &mut nested);
+            run_in_place(context, options, Orphans::Untracked, accepted, &mut nested);
         }
         // Our own /proc shows at once whether anything but PID 1 is left; only then
         // look the survivors up by the PIDs the caller knows them by.
@@ -123,18 +129,29 @@ fn alone_in_namespace() -> bool {
     })
 }
 
-/// Restore, verify, run the command here and list what it left.
-fn run_in_place(context: &CallerContext, options: &Options, orphans: Orphans, findings: &mut Findings) {
+/// The isolations already found missing (and accepted with --best-effort).
+fn missing_kinds(findings: &Findings) -> Vec<Kind> {
+    findings.missing.iter().map(|m| m.kind).collect()
+}
+
+/// Restore, verify, run the command here and list what it left. `accepted` are the
+/// isolations already found missing and allowed: they are not reported again.
+fn run_in_place(
+    context: &CallerContext,
+    options: &Options,
+    orphans: Orphans,
+    accepted: &[Kind],
+    findings: &mut Findings,
+) {
     if options.restore
         && let Err(error) = restore(&context.caller, &mut Linux)
     {
         findings.setup_error = Some(format!("{error:#}"));
         return;
     }
-    let already: Vec<Kind> = findings.missing.iter().map(|m| m.kind).collect();
     let unapplied = missing_isolations(context, &Linux)
         .into_iter()
-        .filter(|k| !already.contains(k))
+        .filter(|k| !accepted.contains(k))
         .map(|kind| Missing {
             kind,
             reason: format!("systemd accepted {} but did not apply it", property(kind)),
@@ -217,7 +234,8 @@ pub fn restore(context: &Caller, host: &mut impl Host) -> Result<()> {
     Ok(())
 }
 
-fn pipe() -> Result<(std::fs::File, OwnedFd)> {
+/// A close-on-exec pipe: the read end as a File, and the write end.
+pub(crate) fn pipe() -> Result<(std::fs::File, OwnedFd)> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((std::fs::File::from(read), write))
 }

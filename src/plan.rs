@@ -35,7 +35,6 @@ pub struct Plan {
     pub process_settings: Vec<ProcessSetting>,
     pub context: CallerContext,
     pub verbose: bool,
-    pub quiet: bool,
 }
 
 impl Plan {
@@ -148,7 +147,6 @@ impl Plan {
             process_settings,
             context,
             verbose: args.verbose,
-            quiet: args.quiet,
         })
     }
 

@@ -17,8 +17,8 @@ pub struct RunFiles {
 }
 
 /// /run/phasebox for the system manager; $XDG_RUNTIME_DIR/phasebox for the user's.
-pub fn directory(manager: Manager) -> Result<PathBuf> {
-    Ok(match manager {
+pub fn directory(manager: Manager) -> PathBuf {
+    match manager {
         Manager::System => PathBuf::from("/run/phasebox"),
         Manager::User => {
             let base = std::env::var_os("XDG_RUNTIME_DIR")
@@ -26,12 +26,12 @@ pub fn directory(manager: Manager) -> Result<PathBuf> {
                 .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::getuid())));
             base.join("phasebox")
         }
-    })
+    }
 }
 
 impl RunFiles {
     pub fn paths(manager: Manager, unit: &str) -> Result<RunFiles> {
-        let dir = directory(manager)?;
+        let dir = directory(manager);
         Ok(RunFiles {
             context: dir.join(format!("{unit}.context")),
             findings: dir.join(format!("{unit}.findings")),

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use anyhow::{Context, anyhow};
 use nix::unistd::Pid;
@@ -14,9 +14,10 @@ use nix::unistd::Pid;
 use super::{Outcome, conclude, runtime};
 use crate::exit::Failure;
 use crate::findings::Findings;
+use crate::host::{Host, Linux};
 use crate::mode::Backend;
 use crate::plan::Plan;
-use crate::sandbox::run::{Options, Orphans, run_phase};
+use crate::sandbox::run::{Options, Orphans, pipe, run_phase};
 use crate::systemd::client::Client;
 use crate::systemd::properties::{self, ProcessSetting};
 
@@ -25,7 +26,7 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
         Backend::Scope(manager) => Some(manager),
         _ => None,
     };
-    if !plan.wanted.pid && scope.is_none() && !plan.quiet {
+    if !plan.wanted.pid && scope.is_none() && !plan.context.quiet {
         eprintln!(
             "phasebox: warning: without a PID namespace or systemd, processes the command leaves \
              behind are not tracked and keep running"
@@ -105,11 +106,7 @@ fn isolate(plan: &Plan, orphans: Orphans) -> Findings {
 fn apply(setting: ProcessSetting) -> anyhow::Result<()> {
     match setting {
         ProcessSetting::Rlimit(limit) => {
-            let value = libc::rlimit { rlim_cur: limit.soft, rlim_max: limit.hard };
-            // SAFETY: setrlimit only reads the struct.
-            if unsafe { libc::setrlimit(limit.resource, &value) } != 0 {
-                return Err(std::io::Error::last_os_error()).context("applying a -p Limit... property");
-            }
+            Linux.set_rlimit(limit).context("applying a -p Limit... property")?;
         }
         ProcessSetting::Nice(nice) => {
             // SAFETY: setpriority on our own process.
@@ -146,19 +143,11 @@ async fn start_scope(
     }
     list.extend(plan.unit_properties.iter().cloned());
     if plan.verbose {
-        eprintln!("phasebox: starting {unit}");
-        for property in &list {
-            eprintln!("phasebox:   {property} ({})", property.signature());
-        }
+        super::announce_unit(&format!("starting {unit}"), &list);
     }
     let job = client.start(unit, &list).await.map_err(|e| super::service::explain_start_error(e, unit))?;
     match client.job_result(&job).await?.as_str() {
         "done" => Ok(client),
         result => Err(anyhow!("systemd could not start {unit} (job result: {result})").into()),
     }
-}
-
-fn pipe() -> Result<(File, OwnedFd), Failure> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
-    Ok((File::from(read), write))
 }

@@ -11,6 +11,7 @@ use crate::findings::{Findings, Orphan};
 use crate::mode::Backend;
 use crate::plan::Plan;
 use crate::systemd::client::Client;
+use crate::systemd::properties::Property;
 
 /// How a phase ended, as far as the caller needs to know.
 #[derive(Debug)]
@@ -38,6 +39,14 @@ pub fn launch(mut plan: Plan) -> Result<Outcome, Failure> {
             }
         }
         Backend::Scope(_) | Backend::Unshare => direct::run(plan),
+    }
+}
+
+/// -v: the unit about to be started and every property sent, with its signature.
+fn announce_unit(heading: &str, properties: &[Property]) {
+    eprintln!("phasebox: {heading}");
+    for property in properties {
+        eprintln!("phasebox:   {property} ({})", property.signature());
     }
 }
 

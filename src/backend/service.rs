@@ -141,10 +141,7 @@ pub async fn start_negotiating(
         let properties = properties_for(split)?;
         if verbose {
             let on = if client.kind == Manager::System { "system" } else { "user" };
-            eprintln!("phasebox: starting {unit} on the {on} manager");
-            for property in &properties {
-                eprintln!("phasebox:   {property} ({})", property.signature());
-            }
+            super::announce_unit(&format!("starting {unit} on the {on} manager"), &properties);
         }
         match client.start(unit, &properties).await {
             Ok(job) => return Ok(job),

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::context::{Caller, CallerContext, Rlimit};
 use crate::findings::Findings;
@@ -236,7 +236,7 @@ pub fn restore(context: &Caller, host: &mut impl Host) -> Result<()> {
 
 /// A close-on-exec pipe: the read end as a File, and the write end.
 pub(crate) fn pipe() -> Result<(std::fs::File, OwnedFd)> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
     Ok((std::fs::File::from(read), write))
 }
 

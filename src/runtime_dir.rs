@@ -30,12 +30,12 @@ pub fn directory(manager: Manager) -> PathBuf {
 }
 
 impl RunFiles {
-    pub fn paths(manager: Manager, unit: &str) -> Result<RunFiles> {
+    pub fn paths(manager: Manager, unit: &str) -> RunFiles {
         let dir = directory(manager);
-        Ok(RunFiles {
+        RunFiles {
             context: dir.join(format!("{unit}.context")),
             findings: dir.join(format!("{unit}.findings")),
-        })
+        }
     }
 
     /// Write the context file, readable only by the caller (and root).

@@ -66,7 +66,7 @@ impl Split {
 pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     let manager = client.kind;
     let unit = format!("{}.service", plan.unit_stem);
-    let files = RunFiles::paths(manager, &unit)?;
+    let files = RunFiles::paths(manager, &unit);
     let mut context = plan.context.clone();
     context.findings_path = files.findings.clone();
     let version = client.version().await.ok();

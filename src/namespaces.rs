@@ -121,8 +121,4 @@ impl Set {
     pub fn is_empty(self) -> bool {
         self.kinds().next().is_none()
     }
-
-    pub fn without(self, other: Set) -> Set {
-        Kind::ALL.into_iter().fold(self, |set, k| if other.contains(k) { set.with(k, false) } else { set })
-    }
 }

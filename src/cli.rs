@@ -19,6 +19,9 @@ pub enum Command {
     /// Run COMMAND in a sandbox (a transient systemd service or scope, or namespaces
     /// alone) and exit with its status.
     Run(RunArgs),
+    /// Print the per-phase policy that `run --phase` applies: portage's decisions,
+    /// changed by the ebuild's PROPERTIES/RESTRICT and by the config file.
+    Policy(PolicyArgs),
     /// Internal: ExecStart of the unit; restores the caller's context and runs the command.
     #[command(name = "__inner", hide = true)]
     Inner(InnerArgs),
@@ -43,7 +46,7 @@ pub struct RunArgs {
     pub properties: Vec<String>,
 
     /// Name of the transient unit (".service" or ".scope" is appended).
-    /// Default: phasebox-<random>.
+    /// Default: phasebox-<random>, or with --phase phasebox-CATEGORY-PF-PHASE-<random>.
     #[arg(long, value_name = "NAME")]
     pub unit: Option<String>,
 
@@ -51,7 +54,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SLICE", default_value = "phasebox.slice")]
     pub slice: String,
 
-    /// Description of the unit, shown by systemctl. Default: the command line.
+    /// Description of the unit, shown by systemctl. Default: the command line, or
+    /// with --phase "phasebox: CATEGORY/PF PHASE phase".
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
 
@@ -73,12 +77,34 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_fds: bool,
 
+    /// Run an ebuild phase (EBUILD_PHASE or its function name: test, src_test,
+    /// pkg_setup...) with portage's sandbox policy for it, as `phasebox policy`
+    /// prints: setup, pretend and info keep the host's network and IPC; config,
+    /// preinst, postinst, prerm and postrm are not confined at all (their command
+    /// runs directly, so daemons they restart survive); every other phase is
+    /// sandboxed. The isolation switches below override the policy.
+    #[arg(long, value_name = "NAME")]
+    pub phase: Option<String>,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+
+    /// Give the phase a private network and hostname (the default, unless --phase's
+    /// policy keeps the host's).
+    #[arg(long, overrides_with = "no_network")]
+    pub network: bool,
+
     /// Do not give the phase a private network (nor hostname); keep the host's.
-    #[arg(long)]
+    #[arg(long, overrides_with = "network")]
     pub no_network: bool,
 
+    /// Give the phase private IPC (the default, unless --phase's policy keeps the
+    /// host's).
+    #[arg(long, overrides_with = "no_ipc")]
+    pub ipc: bool,
+
     /// Do not give the phase private IPC; keep the host's.
-    #[arg(long)]
+    #[arg(long, overrides_with = "ipc")]
     pub no_ipc: bool,
 
     /// Give the phase a PID namespace, with phasebox as its PID 1 (the default in
@@ -117,6 +143,30 @@ pub struct RunArgs {
     /// The command to run, and its arguments.
     #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true)]
     pub command: Vec<OsString>,
+}
+
+/// What the phase policy is looked up for (`run --phase`, `policy`).
+#[derive(Args, Debug, Default)]
+pub struct PolicyArgs {
+    /// The package the phase belongs to, as CATEGORY/PF; names the unit and selects
+    /// the config file's [package."..."] tables. Default: $CATEGORY/$PF.
+    #[arg(long, value_name = "CAT/PF")]
+    pub package: Option<String>,
+
+    /// The policy config file. Default: $PHASEBOX_CONFIG, else
+    /// /etc/phasebox/phasebox.toml if it exists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The ebuild's PROPERTIES (live, test_network open the network for unpack,
+    /// test). Default: $PORTAGE_PROPERTIES, else $PROPERTIES.
+    #[arg(long = "properties", value_name = "WORDS")]
+    pub ebuild_properties: Option<String>,
+
+    /// The ebuild's RESTRICT (network-sandbox opens the network). Default:
+    /// $PORTAGE_RESTRICT, else $RESTRICT.
+    #[arg(long = "restrict", value_name = "WORDS")]
+    pub ebuild_restrict: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub mod mode;
 pub mod namespaces;
 pub mod orphans;
 pub mod plan;
+pub mod policy;
 pub mod report;
 pub mod runtime_dir;
 pub mod sandbox;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use phasebox::{backend, cli, inner, plan, report};
+use phasebox::{backend, cli, inner, plan, policy, report};
 
 fn main() -> ExitCode {
     let code = match cli::parse().command {
@@ -11,6 +11,10 @@ fn main() -> ExitCode {
                 Err(failure) => report::fail(&failure),
             }
         }
+        cli::Command::Policy(args) => match policy::print(&args) {
+            Ok(()) => 0,
+            Err(error) => report::fail(&error.into()),
+        },
         cli::Command::Inner(args) => inner::main(&args.context),
     };
     ExitCode::from(code)

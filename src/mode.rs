@@ -15,6 +15,8 @@ pub enum Backend {
     Scope(Manager),
     /// unshare(2) alone: no systemd.
     Unshare,
+    /// No sandbox: the phase policy leaves this phase alone (pkg_postinst...).
+    Unconfined,
 }
 
 impl Backend {
@@ -23,6 +25,7 @@ impl Backend {
             Backend::Service(_) => "service",
             Backend::Scope(_) => "scope",
             Backend::Unshare => "unshare",
+            Backend::Unconfined => "unconfined",
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::context::{Caller, CallerContext, Expected, apply_setenv};
 use crate::exit::Failure;
 use crate::mode::{self, Backend, Situation};
 use crate::namespaces::{Kind, NsId, Set};
+use crate::policy::{Decision, PhaseRun, Sharing};
 use crate::systemd::properties::{Applies, ProcessSetting, Property, parse_assignment};
 use crate::systemd::{Manager, unit_name};
 
@@ -34,6 +35,8 @@ pub struct Plan {
     /// Settings of -p that phasebox applies itself when systemd doesn't spawn the command.
     pub process_settings: Vec<ProcessSetting>,
     pub context: CallerContext,
+    /// `--phase`: what the policy decided, shown by -v.
+    pub phase: Option<PhaseRun>,
     pub verbose: bool,
 }
 
@@ -46,24 +49,27 @@ impl Plan {
         } else {
             Manager::User
         };
-        let (backend, reason) = match args.mode {
-            ModeArg::Auto => mode::choose(manager, &Situation::of_this_host(manager, args.keep_fds)),
-            ModeArg::Service if args.keep_fds => {
+        let phase = match &args.phase {
+            Some(given) => Some(PhaseRun::resolve(given, &args.policy)?),
+            None => None,
+        };
+        let (backend, reason) = match (&phase, args.mode) {
+            (Some(run), _) if !run.decision.confine => (Backend::Unconfined, unconfined_reason(run)),
+            (_, ModeArg::Auto) => mode::choose(manager, &Situation::of_this_host(manager, args.keep_fds)),
+            (_, ModeArg::Service) if args.keep_fds => {
                 return Err(anyhow!(
                     "--keep-fds needs --mode scope or unshare: a service gets only descriptors 0-2"
                 )
                 .into());
             }
-            ModeArg::Service => (Backend::Service(manager), "--mode service".into()),
-            ModeArg::Scope => (Backend::Scope(manager), "--mode scope".into()),
-            ModeArg::Unshare => (Backend::Unshare, "--mode unshare".into()),
+            (_, ModeArg::Service) => (Backend::Service(manager), "--mode service".into()),
+            (_, ModeArg::Scope) => (Backend::Scope(manager), "--mode scope".into()),
+            (_, ModeArg::Unshare) => (Backend::Unshare, "--mode unshare".into()),
         };
-        let network = !args.no_network;
-        let pid = match backend {
-            Backend::Service(_) => args.pid,
-            _ => !args.no_pid,
+        let wanted = match backend {
+            Backend::Unconfined => Set::default(),
+            _ => wanted_isolations(&args, phase.as_ref().map(|run| &run.decision), backend),
         };
-        let wanted = Set { network, uts: network, ipc: !args.no_ipc, pid };
 
         let mut unit_properties = Vec::new();
         let mut process_settings = Vec::new();
@@ -72,6 +78,8 @@ impl Plan {
             let parsed = parse_assignment(text)?;
             user_sets_timeout_stop |= parsed.name == "TimeoutStopSec";
             match (parsed.applies, backend) {
+                // Nothing of a sandbox applies to a phase the policy leaves alone.
+                (_, Backend::Unconfined) => {}
                 (_, Backend::Service(_)) => {
                     if let Applies::Process(setting) = parsed.applies {
                         process_settings.push(setting);
@@ -100,9 +108,13 @@ impl Plan {
             }
         }
 
-        let unit_stem = match &args.unit {
-            Some(name) => unit_name::stem(name)?,
-            None => unit_name::random_stem(),
+        let unit_stem = match (&args.unit, &phase) {
+            (Some(name), _) => unit_name::stem(name)?,
+            (None, Some(run)) => unit_name::phase_stem(
+                run.package.as_ref().map(|p| (p.category.as_str(), p.pf.as_str())),
+                run.phase,
+            ),
+            (None, None) => unit_name::random_stem(),
         };
 
         let mut caller = Caller::capture()?;
@@ -122,7 +134,11 @@ impl Plan {
             let launcher_ns = NsId::of_self(kind).context("reading phasebox's own namespaces")?;
             expected.push(Expected { kind, launcher_ns });
         }
-        let description = args.description.clone().unwrap_or_else(|| describe(&args.command));
+        let description = match (&args.description, &phase) {
+            (Some(text), _) => text.clone(),
+            (None, Some(run)) => run.description(),
+            (None, None) => describe(&args.command),
+        };
         let context = CallerContext {
             program,
             argv: args.command,
@@ -146,6 +162,7 @@ impl Plan {
             user_sets_timeout_stop,
             process_settings,
             context,
+            phase,
             verbose: args.verbose,
         })
     }
@@ -154,12 +171,59 @@ impl Plan {
     pub fn announce(&self) {
         if self.verbose {
             let kinds: Vec<_> = self.wanted.kinds().map(Kind::describe).collect();
+            if let Some(run) = &self.phase {
+                let d = &run.decision;
+                let package = run.package.as_ref().map_or(String::new(), |p| format!(" of {p}"));
+                let changed =
+                    if d.notes.is_empty() { String::new() } else { format!(" ({})", d.notes.join("; ")) };
+                eprintln!(
+                    "phasebox: policy for the {} phase{package}: network {}, ipc {}, pid {}{changed}",
+                    run.phase, d.network, d.ipc, d.pid
+                );
+            }
             eprintln!("phasebox: {} mode: {}", self.backend.name(), self.reason);
             eprintln!(
                 "phasebox: isolations: {}",
                 if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") }
             );
         }
+    }
+}
+
+/// The isolations asked for: the phase policy's (or, without --phase, all but a
+/// PID namespace in service mode), then the switches.
+fn wanted_isolations(args: &RunArgs, decision: Option<&Decision>, backend: Backend) -> Set {
+    let private = |sharing: Sharing| sharing == Sharing::Private;
+    let (network, ipc, pid) = match decision {
+        Some(d) => (private(d.network), private(d.ipc), private(d.pid)),
+        None => (true, true, !matches!(backend, Backend::Service(_))),
+    };
+    let switch = |on: bool, off: bool, default: bool| {
+        if on {
+            true
+        } else if off {
+            false
+        } else {
+            default
+        }
+    };
+    let network = switch(args.network, args.no_network, network);
+    Set {
+        network,
+        uts: network,
+        ipc: switch(args.ipc, args.no_ipc, ipc),
+        pid: switch(args.pid, args.no_pid, pid),
+    }
+}
+
+fn unconfined_reason(run: &PhaseRun) -> String {
+    match run.decision.notes.iter().find(|n| n.starts_with("confine:")) {
+        Some(note) => format!("the {} phase is not confined ({note})", run.phase),
+        None => format!(
+            "the {} phase is not confined: like portage, phasebox leaves it in the host's namespaces, \
+             where daemons it (re)starts must keep running",
+            run.phase
+        ),
     }
 }
 
@@ -181,7 +245,34 @@ fn describe(command: &[OsString]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use std::os::unix::ffi::OsStringExt;
+
+    fn wanted(argv: &[&str], backend: Backend) -> Set {
+        let cli =
+            crate::cli::Cli::try_parse_from(["phasebox", "run"].iter().chain(argv).chain(&["true"])).unwrap();
+        let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };
+        let phase = args.phase.as_deref().map(|p| PhaseRun::resolve(p, &args.policy).unwrap());
+        wanted_isolations(&args, phase.as_ref().map(|run| &run.decision), backend)
+    }
+
+    #[test]
+    fn switches_override_the_phase_policy() {
+        let all = Set { network: true, uts: true, ipc: true, pid: true };
+        assert_eq!(wanted(&[], Backend::Unshare), all);
+        assert_eq!(wanted(&[], Backend::Service(Manager::System)), Set { pid: false, ..all });
+        let test = ["--config", "/dev/null", "--phase", "src_test"];
+        assert_eq!(wanted(&test, Backend::Service(Manager::System)), all);
+        assert_eq!(
+            wanted(&[&test[..], &["--no-network", "--no-pid"]].concat(), Backend::Unshare),
+            Set { network: false, uts: false, ..Set { pid: false, ..all } }
+        );
+        let setup = ["--config", "/dev/null", "--phase", "setup"];
+        assert_eq!(wanted(&setup, Backend::Unshare), Set { pid: true, ..Set::default() });
+        assert_eq!(wanted(&[&setup[..], &["--network", "--ipc"]].concat(), Backend::Unshare), all);
+        let live = ["--config", "/dev/null", "--properties", "live", "--phase", "unpack"];
+        assert_eq!(wanted(&live, Backend::Unshare), Set { network: false, uts: false, ..all });
+    }
 
     #[test]
     fn descriptions_are_one_readable_line() {

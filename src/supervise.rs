@@ -95,8 +95,8 @@ pub fn wait_for(child: Pid, reap_all: bool) -> Termination {
     }
 }
 
-/// In the child: the caller's signal dispositions and mask, then execve.
-fn exec_command(context: &CallerContext) -> ! {
+/// The caller's signal dispositions and mask, then execve; on failure, exit 126/127.
+pub fn exec_command(context: &CallerContext) -> ! {
     // systemd starts services with SIGPIPE ignored, and this process forwards
     // signals: the command gets the caller's dispositions instead.
     for signal in Signal::iterator() {

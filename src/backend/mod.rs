@@ -39,6 +39,8 @@ pub fn launch(mut plan: Plan) -> Result<Outcome, Failure> {
             }
         }
         Backend::Scope(_) | Backend::Unshare => direct::run(plan),
+        // The command replaces phasebox: it is the phase process, as without phasebox.
+        Backend::Unconfined => crate::supervise::exec_command(&plan.context),
     }
 }
 

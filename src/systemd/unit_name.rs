@@ -19,12 +19,55 @@ pub fn stem(requested: &str) -> Result<String> {
 
 /// A fresh default name: phasebox-<16 random hex digits>.
 pub fn random_stem() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom(&mut bytes).is_err() {
-        let fallback = (std::process::id() as u64) << 32 ^ nanos();
-        bytes = fallback.to_le_bytes();
+    format!("phasebox-{}", random_hex::<8>())
+}
+
+/// A name a person can read in `systemctl list-units 'phasebox-*'`:
+/// phasebox-CATEGORY-PF-PHASE-<8 random hex digits>, each byte a unit name can't
+/// hold escaped as \xNN like systemd-escape does.
+pub fn phase_stem(package: Option<(&str, &str)>, phase: &str) -> String {
+    let mut stem = String::from("phasebox-");
+    if let Some((category, pf)) = package {
+        // Room for the rest: unit names end at 255 bytes with ".service".
+        let mut name = format!("{}-{}", escape(category), escape(pf));
+        if name.len() > 200 {
+            // Every byte is ASCII now; don't cut an \xNN escape in two.
+            let cut = match name[197..200].rfind('\\') {
+                Some(backslash) => 197 + backslash,
+                None => 200,
+            };
+            name.truncate(cut);
+        }
+        stem.push_str(&name);
+        stem.push('-');
     }
-    format!("phasebox-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    stem.push_str(&escape(phase));
+    stem.push('-');
+    stem.push_str(&random_hex::<4>());
+    stem
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b":_.-".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    if getrandom(&mut bytes).is_err() {
+        let fallback = ((std::process::id() as u64) << 32 ^ nanos()).to_le_bytes();
+        for (b, f) in bytes.iter_mut().zip(fallback.iter().cycle()) {
+            *b = *f;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
@@ -79,5 +122,17 @@ mod tests {
         let a = random_stem();
         assert!(a.starts_with("phasebox-") && a.len() == "phasebox-".len() + 16);
         assert_ne!(a, random_stem());
+    }
+
+    #[test]
+    fn phase_names_are_readable_and_valid_for_any_package() {
+        let name = phase_stem(Some(("app-misc", "foo-1.2-r1")), "test");
+        assert!(name.starts_with("phasebox-app-misc-foo-1.2-r1-test-") && name.len() == 42, "{name}");
+        let odd = phase_stem(Some(("dev/x y", "gtk+-ü\n")), "test");
+        assert!(odd.starts_with("phasebox-dev\\x2fx\\x20y-gtk\\x2b-\\xc3\\xbc\\x0a-test-"), "{odd}");
+        assert_eq!(stem(&odd).unwrap(), odd);
+        let long = phase_stem(Some(("c", &"é".repeat(200))), "compile");
+        assert!(long.len() + ".service".len() <= 255 && stem(&long).is_ok(), "{long}");
+        assert!(phase_stem(None, "setup").starts_with("phasebox-setup-"));
     }
 }

@@ -169,25 +169,42 @@ impl Probe {
         assert!(is_gone(pid), "pbprobe-daemon {pid} survived");
     }
 
-    /// The modes of the "phasebox: MODE mode: why" lines -v printed for the phases it
-    /// confines (it prints "unconfined mode" for preinst, postinst...).
-    fn modes(&self) -> Vec<&str> {
-        self.lines()
-            .filter_map(|l| l.strip_prefix("phasebox: "))
-            .filter_map(|l| l.split_once(" mode: ").map(|(mode, _)| mode))
-            .filter(|&mode| mode != "unconfined")
-            .collect()
+    /// The mode phasebox chose for each phase it ran, in order, as (phase, mode): from
+    /// the "phasebox: policy for the PHASE phase of CAT/PF: ..." and "phasebox: MODE
+    /// mode: why" lines that -v prints.
+    fn modes(&self) -> Vec<(&str, &str)> {
+        let mut phase = None;
+        let mut modes = Vec::new();
+        for line in self.lines() {
+            let Some(said) = line.strip_prefix("phasebox: ") else { continue };
+            if let Some(rest) = said.strip_prefix("policy for the ") {
+                phase = rest.split(' ').next();
+            } else if let Some((mode, _)) = said.split_once(" mode: ") {
+                let phase = phase.take().unwrap_or_else(|| self.fail(&format!("no phase before {line:?}")));
+                modes.push((phase, mode));
+            }
+        }
+        modes
     }
 
-    /// Every phasebox that said which mode it chose chose one of MODES, and each of
-    /// MODES was chosen at least once.
-    fn ran_in(&self, modes: &[&str]) {
-        let seen = self.modes();
-        if seen.is_empty()
-            || seen.iter().any(|m| !modes.contains(m))
-            || modes.iter().any(|m| !seen.contains(m))
-        {
-            self.fail(&format!("phasebox ran in modes {seen:?}, expected {modes:?}"));
+    /// phasebox ran PHASE, each time (of every package) in MODE.
+    fn ran(&self, phase: &str, mode: &str) {
+        let modes: Vec<_> = self.modes().into_iter().filter(|&(p, _)| p == phase).map(|(_, m)| m).collect();
+        if modes.is_empty() || modes.iter().any(|&m| m != mode) {
+            self.fail(&format!("phasebox ran the {phase} phase in {modes:?}, expected {mode} mode"));
+        }
+    }
+
+    /// The hook ran every phase of an emerge (in the modes that -v printed).
+    fn hooked(&self, root_phases: &str, build_phases: &str) {
+        for phase in ["setup", "install", "instprep"] {
+            self.ran(phase, root_phases);
+        }
+        for phase in ["unpack", "prepare", "configure", "compile", "test"] {
+            self.ran(phase, build_phases);
+        }
+        for phase in ["preinst", "postinst"] {
+            self.ran(phase, "unconfined");
         }
     }
 }
@@ -211,7 +228,7 @@ fn hook_as_root_isolates_the_build_and_kills_the_daemon() {
     let probe = emerge_probe(&["--hook", &bin, PBPROBE, PBPROBE_NET]);
     probe.pbprobe_passed(0);
     probe.daemon_killed_by_phasebox();
-    probe.ran_in(&[root_mode()]);
+    probe.hooked(root_mode(), root_mode());
     // Without a configuration that grants it, pbprobe-net's test has no network.
     assert_ne!(probe.status(PBPROBE_NET), 0, "{}", probe.log);
     probe.checked("pbprobe-net-1", "compile", 0, &["private network", "private IPC"]);
@@ -228,12 +245,9 @@ fn hook_with_userpriv_isolates_the_unprivileged_build() {
     assert_ne!(uid, 0);
     probe.pbprobe_passed(uid);
     probe.daemon_killed_by_phasebox();
-    // The portage user's processes are in root's cgroup, where its user manager can't
-    // adopt them: its phases are in namespaces alone (with a user namespace).
-    match rig::place() {
-        Place::Nspawn => probe.ran_in(&["scope", "unshare"]),
-        Place::Bare => probe.ran_in(&["unshare"]),
-    }
+    // The portage user's processes are in root's cgroup, where its user manager (if it
+    // had one) could not adopt them: its phases are in namespaces alone.
+    probe.hooked(root_mode(), "unshare");
 }
 
 #[test]
@@ -244,7 +258,7 @@ fn control_without_any_sandbox_the_checks_fail() {
     probe.checked("pbprobe-1", "setup", 0, &["shared network", "shared IPC"]);
     probe.expect("ERROR: app-misc/pbprobe-1::pbprobe failed (compile phase)");
     probe.expect("compile: reached the host's listener on 127.0.0.1:");
-    assert!(probe.modes().is_empty(), "phasebox ran: {}", probe.log);
+    assert!(probe.modes().is_empty() && !probe.has("phasebox:"), "phasebox ran: {}", probe.log);
 }
 
 #[test]
@@ -253,7 +267,7 @@ fn portages_own_sandboxes_pass_the_same_checks() {
     let probe = emerge_probe(&["--features", "network-sandbox ipc-sandbox pid-sandbox", PBPROBE]);
     // portage's PID namespace ends the daemon with the phase.
     probe.pbprobe_passed(0);
-    assert!(probe.modes().is_empty(), "phasebox ran: {}", probe.log);
+    assert!(probe.modes().is_empty() && !probe.has("phasebox:"), "phasebox ran: {}", probe.log);
 }
 
 #[test]
@@ -270,5 +284,5 @@ fn failing_test_fails_emerge_and_the_config_shares_one_packages_network() {
     assert_eq!(probe.status(PBPROBE_NET), 0, "{}", probe.log);
     probe.checked("pbprobe-net-1", "compile", 0, &["private network", "private IPC"]);
     probe.checked("pbprobe-net-1", "test", 0, &["shared network", "private IPC"]);
-    probe.ran_in(&[root_mode()]);
+    probe.ran("test", root_mode());
 }

@@ -75,10 +75,15 @@ pub fn bus_socket(manager: Manager) -> Result<PathBuf, String> {
         return Err("this host was not booted with systemd: /run/systemd/system is missing".into());
     }
     let (variable, default) = match manager {
-        Manager::System => ("DBUS_SYSTEM_BUS_ADDRESS", Some(PathBuf::from("/run/dbus/system_bus_socket"))),
+        Manager::System => ("DBUS_SYSTEM_BUS_ADDRESS", PathBuf::from("/run/dbus/system_bus_socket")),
+        // Like zbus and sd-bus, /run/user/UID when XDG_RUNTIME_DIR is unset (portage
+        // phases under FEATURES=userpriv run without a login session's variables).
         Manager::User => (
             "DBUS_SESSION_BUS_ADDRESS",
-            std::env::var_os("XDG_RUNTIME_DIR").map(|dir| PathBuf::from(dir).join("bus")),
+            std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::geteuid())))
+                .join("bus"),
         ),
     };
     let path = match std::env::var(variable) {
@@ -87,7 +92,7 @@ pub fn bus_socket(manager: Manager) -> Result<PathBuf, String> {
             // Not a plain socket path (abstract, tcp...): let the connection decide.
             None => return Ok(PathBuf::from(address)),
         },
-        Err(_) => default.ok_or_else(|| format!("neither {variable} nor XDG_RUNTIME_DIR is set"))?,
+        Err(_) => default,
     };
     if path.exists() { Ok(path) } else { Err(format!("no bus socket at {}", path.display())) }
 }

@@ -21,9 +21,9 @@ impl Manager {
                 "is systemd running as PID 1 with dbus? (`systemctl is-system-running`); run as root, or use --user"
             }
             Manager::User => {
-                "is your user manager running with a session bus? (`systemctl --user status`; for a \
-                 user without a login session: `loginctl enable-linger $USER` and set \
-                 XDG_RUNTIME_DIR=/run/user/$(id -u))"
+                "is your user manager running with a session bus at /run/user/UID/bus? (`systemctl \
+                 --user status`; for a user without a login session, such as portage: `loginctl \
+                 enable-linger USER`)"
             }
         }
     }

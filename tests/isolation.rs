@@ -367,3 +367,32 @@ fn pid_namespaces_where_asked_for() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn phase_policy_shares_and_confines_like_portage() {
+    let ns = |kind: &str| std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap().display().to_string();
+    let (host_net, host_ipc, host_pid) = (ns("net"), ns("ipc"), ns("pid"));
+    let script = "readlink /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/pid";
+    let phase = |mode: &str, who: Who, phase: &str, script: &str| {
+        let out = run(mode, who, &["--config", "/dev/null", "--phase", phase, "sh", "-c", script]);
+        assert_eq!(code(&out), 0, "{mode} {who:?} {phase}: {}", stderr(&out));
+        stdout(&out)
+    };
+    for (mode, who) in cases() {
+        let seen = |p: &str| -> Vec<bool> {
+            let text = phase(mode, who, p, script);
+            let lines: Vec<&str> = text.lines().collect();
+            vec![lines[0] == host_net, lines[1] == host_ipc, lines[2] == host_pid]
+        };
+        // [shares network, shares IPC, shares PID namespace]
+        assert_eq!(seen("pkg_setup"), [true, true, false], "{mode} {who:?}");
+        assert_eq!(seen("src_test"), [false, false, false], "{mode} {who:?}");
+        assert_eq!(seen("pkg_postinst"), [true, true, true], "{mode} {who:?}");
+        // A daemon (re)started by pkg_postinst outlives the phase.
+        let text = phase(mode, who, "postinst", "sleep 300 >/dev/null 2>&1 & echo $!");
+        let daemon: u32 = text.trim().parse().unwrap();
+        assert!(!is_gone(daemon), "{mode} {who:?}: the postinst daemon was killed");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon as i32), nix::sys::signal::SIGKILL).unwrap();
+    }
+}

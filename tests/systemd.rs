@@ -353,6 +353,28 @@ fn typed_properties_reach_the_unit() {
 
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
+fn phase_units_are_named_and_described_for_people() {
+    // The unit's name is the last part of the phase's cgroup; ask systemd about it
+    // while the phase still runs.
+    let script = "u=$(sed -n 's|^0::.*/||p' /proc/self/cgroup); echo \"$u\"; \
+                  systemctl show -P Description \"$u\"";
+    for mode in ["service", "scope"] {
+        let mut cmd = phasebox(&["--mode", mode, "--phase", "src_compile", "--", "sh", "-c", script]);
+        cmd.env("CATEGORY", "app-misc").env("PF", "odd+name-1.0-r2");
+        let out = output(&mut cmd);
+        assert_eq!(code(&out), 0, "{mode}: {}", stderr(&out));
+        let text = stdout(&out);
+        let mut lines = text.lines();
+        let unit = lines.next().unwrap_or_default();
+        let prefix = r"phasebox-app-misc-odd\x2bname-1.0-r2-compile-";
+        assert!(unit.starts_with(prefix) && unit.ends_with(&format!(".{mode}")), "{mode}: {text}");
+        assert_eq!(lines.next(), Some("phasebox: app-misc/odd+name-1.0-r2 compile phase"), "{mode}");
+    }
+    assert_eq!(units_matching(r"phasebox-app-misc-odd*"), "");
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
 fn an_existing_unit_name_is_refused() {
     host("systemd-run", &["--quiet", "--unit", "phasebox-taken", "sleep", "300"]);
     let out = output(&mut phasebox(&["--unit", "phasebox-taken", "--", "true"]));

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::host::{Host, Linux};
 use crate::namespaces::{Kind, NsId, Set};
+use crate::watchdog::Launcher;
 use crate::wire::{Decoder, Encoder};
 
 const MAGIC: &[u8] = b"phasebox-context-1";
@@ -45,6 +46,9 @@ pub struct CallerContext {
     pub quiet: bool,
     /// Where the inner mode writes what it found (see `findings::Findings`).
     pub findings_path: PathBuf,
+    /// The phasebox process that waits for the phase: the inner mode ends the phase
+    /// if it dies.
+    pub launcher: Launcher,
 }
 
 impl CallerContext {
@@ -84,7 +88,9 @@ impl CallerContext {
             .bool(self.loopback_addresses)
             .bool(self.best_effort)
             .bool(self.quiet)
-            .bytes(self.findings_path.as_os_str().as_bytes());
+            .bytes(self.findings_path.as_os_str().as_bytes())
+            .u32(self.launcher.pid)
+            .u64(self.launcher.start_time);
         e.finish()
     }
 
@@ -118,6 +124,7 @@ impl CallerContext {
             best_effort: d.bool()?,
             quiet: d.bool()?,
             findings_path: PathBuf::from(os(d.bytes()?)),
+            launcher: Launcher { pid: d.u32()?, start_time: d.u64()? },
         };
         d.end()?;
         Ok(context)
@@ -151,6 +158,7 @@ impl CallerContext {
             best_effort: false,
             quiet: false,
             findings_path: "/run/phasebox/x.findings".into(),
+            launcher: Launcher { pid: 4242, start_time: 123_456 },
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::context::CallerContext;
 use crate::exit::PHASEBOX_FAILED;
 use crate::sandbox::run::{Options, Orphans, run_phase};
 use crate::supervise::exit_like;
+use crate::watchdog;
 
 pub fn main(context_path: &Path) -> u8 {
     let (context, mut findings_file) = match open(context_path) {
@@ -23,6 +24,10 @@ pub fn main(context_path: &Path) -> u8 {
             return PHASEBOX_FAILED;
         }
     };
+    if let Err(error) = watchdog::guard(context.launcher) {
+        eprintln!("phasebox: inner mode: {error:#}; not starting the phase");
+        return PHASEBOX_FAILED;
+    }
     let options = Options {
         unshare: context.unshare,
         loopback_addresses: context.loopback_addresses,

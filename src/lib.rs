@@ -23,4 +23,5 @@ pub mod sandbox;
 pub mod supervise;
 pub mod systemd;
 pub mod value_syntax;
+pub mod watchdog;
 mod wire;

@@ -17,9 +17,30 @@ use crate::exit::{NOT_EXECUTABLE, NOT_FOUND, PHASEBOX_FAILED, Termination};
 pub const FORWARDED: [Signal; 6] =
     [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
 
+/// After a stopping signal, how long the phase may take to end before it is killed.
+pub const STOP_GRACE_SECONDS: u32 = 5;
+
 static CHILD: AtomicI32 = AtomicI32::new(0);
+static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
+
+/// Remember the first SIGINT, SIGTERM or SIGHUP this process got: phasebox then exits
+/// 128+N whatever the command made of it. True the first time.
+pub fn record_stop(signal: libc::c_int) -> bool {
+    matches!(signal, libc::SIGINT | libc::SIGTERM | libc::SIGHUP)
+        && STOPPED_BY.compare_exchange(0, signal, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
+/// The stopping signal this process got, if any.
+pub fn stopped_by() -> Option<i32> {
+    Some(STOPPED_BY.load(Ordering::Relaxed)).filter(|&s| s != 0)
+}
 
 extern "C" fn forward_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if record_stop(signal) {
+        // A command that ignores being stopped is killed after the grace period.
+        // SAFETY: alarm is async-signal-safe.
+        unsafe { libc::alarm(STOP_GRACE_SECONDS) };
+    }
     // A terminal's signals (SI_KERNEL) reach the whole foreground process group,
     // the child included: passing them on would deliver them twice.
     // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
@@ -33,15 +54,35 @@ extern "C" fn forward_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _:
     }
 }
 
+extern "C" fn kill_child(_: libc::c_int) {
+    let child = CHILD.load(Ordering::Relaxed);
+    if child > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+    }
+}
+
 /// Fork; the child runs `child` (which should end the process itself), this process
-/// passes the FORWARDED signals on to it. Returns the child's PID.
+/// passes the FORWARDED signals on to it. The child is killed if this process dies,
+/// so a phase never outlives a killed phasebox. Returns the child's PID.
 pub fn spawn_forwarding(child: impl FnOnce()) -> nix::Result<Pid> {
     let forwarded: SigSet = FORWARDED.iter().copied().collect();
     let mut previous = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous))?;
-    // SAFETY: every process that calls this is single-threaded.
+    let parent = nix::unistd::getpid();
+    // SAFETY: the processes that call this are single-threaded, but for the inner
+    // mode's watchdog, which waits in poll() holding no lock.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            // SAFETY: a prctl with plain integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            // The parent may have died before that: then we are reparented (a new
+            // PID namespace's PID 1 sees 0 here; it learns from its pipes instead).
+            let ppid = nix::unistd::getppid();
+            if ppid != parent && ppid.as_raw() != 0 {
+                // SAFETY: leave at once, without the parent's destructors.
+                unsafe { libc::_exit(PHASEBOX_FAILED as i32) }
+            }
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
             child();
             // SAFETY: never return into the parent's code in the child.
@@ -52,9 +93,13 @@ pub fn spawn_forwarding(child: impl FnOnce()) -> nix::Result<Pid> {
             let flags = SaFlags::SA_RESTART | SaFlags::SA_SIGINFO;
             let action = SigAction::new(SigHandler::SigAction(forward_signal), flags, SigSet::empty());
             for signal in FORWARDED {
-                // SAFETY: the handler only calls kill().
+                // SAFETY: the handler only calls kill() and alarm().
                 let _ = unsafe { sigaction(signal, &action) };
             }
+            let grace_over =
+                SigAction::new(SigHandler::Handler(kill_child), SaFlags::SA_RESTART, SigSet::empty());
+            // SAFETY: the handler only calls kill().
+            let _ = unsafe { sigaction(Signal::SIGALRM, &grace_over) };
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None)?;
             Ok(child)
         }

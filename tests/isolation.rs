@@ -396,3 +396,117 @@ fn phase_policy_shares_and_confines_like_portage() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon as i32), nix::sys::signal::SIGKILL).unwrap();
     }
 }
+
+/// PIDs of live `sleep MARKER...` processes.
+fn marked(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.starts_with(format!("sleep\0{marker}").as_bytes()) && !is_gone(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Check `done` every 20 ms until it holds or `seconds` have passed.
+fn within(seconds: f64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    done()
+}
+
+/// Start a phase that leaves a process behind and runs on; return it once both
+/// processes run. Each process's command line carries `marker`.
+fn start_lingering_phase(mode: &str, who: Who, marker: &str, script_prefix: &str) -> std::process::Child {
+    let script = format!(
+        "{script_prefix} sleep {marker}1 >/dev/null 2>&1 </dev/null & echo ready; exec sleep {marker}2"
+    );
+    let unit = format!("phasebox-fault-{}", marker.replace('.', "-"));
+    let args = ["--mode", mode, "--unit", &unit, "sh", "-c", &script];
+    let mut cmd = match who {
+        Who::Root => phasebox(&args),
+        Who::User => phasebox_as_user(&args),
+    };
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n", "{mode} {who:?}");
+    assert!(within(5.0, || marked(marker).len() == 2), "{mode} {who:?}: {:?}", marked(marker));
+    child
+}
+
+fn exit_status_within(child: &mut std::process::Child, seconds: f64) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    within(seconds, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn sigint_sigterm_sighup_stop_the_whole_phase_with_128_plus_n() {
+    use nix::sys::signal::{Signal, kill};
+    let mut n = 0;
+    for (mode, who) in cases() {
+        for (signal, status) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
+            n += 1;
+            let marker = format!("1{n:03}.5");
+            let mut child = start_lingering_phase(mode, who, &marker, "");
+            kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+            let exit = exit_status_within(&mut child, 20.0).expect("phasebox did not end");
+            assert_eq!(exit.code(), Some(status), "{mode} {who:?} {signal}");
+            assert_eq!(marked(&marker), Vec::<u32>::new(), "{mode} {who:?} {signal}: processes survived");
+        }
+        // A phase that ignores the signal is killed after the grace period.
+        n += 1;
+        let marker = format!("1{n:03}.5");
+        let mut child = start_lingering_phase(mode, who, &marker, "trap '' TERM INT HUP;");
+        kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let exit = exit_status_within(&mut child, 20.0).expect("phasebox did not end");
+        assert_eq!(exit.code(), Some(143), "{mode} {who:?}: ignoring SIGTERM");
+        assert_eq!(marked(&marker), Vec::<u32>::new(), "{mode} {who:?}: processes survived");
+    }
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn a_killed_phasebox_leaves_nothing_behind_within_2_s() {
+    for (i, (mode, who)) in cases().into_iter().enumerate() {
+        let marker = format!("2{i:03}.5");
+        let mut child = start_lingering_phase(mode, who, &marker, "");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(within(2.0, || marked(&marker).is_empty()), "{mode} {who:?}: {:?} survived", marked(&marker));
+        if rig::place() == Place::Nspawn && mode != "unshare" {
+            let unit = format!("phasebox-fault-{}*", marker.replace('.', "-"));
+            let listed = || {
+                let args = ["list-units", "--all", "--no-legend", "--plain", &unit];
+                match who {
+                    Who::Root => stdout(&host("systemctl", &args)),
+                    Who::User => stdout(&output(&mut user_systemctl(&args))),
+                }
+            };
+            assert!(within(2.0, || listed().trim().is_empty()), "{mode} {who:?}: {}", listed());
+        }
+    }
+}
+
+/// `systemctl --user ARGS` as the rig's unprivileged user.
+fn user_systemctl(args: &[&str]) -> Command {
+    let (_, uid) = rig::rig_user();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--init-groups".into(), "--".into()])
+        .args(["env", &format!("XDG_RUNTIME_DIR=/run/user/{uid}"), "systemctl", "--user"])
+        .args(args);
+    cmd
+}

@@ -21,7 +21,20 @@ pub struct Outcome {
     pub orphans: Vec<Orphan>,
 }
 
-pub fn launch(mut plan: Plan) -> Result<Outcome, Failure> {
+pub fn launch(plan: Plan) -> Result<Outcome, Failure> {
+    let result = launch_backend(plan);
+    // Stopped by SIGINT, SIGTERM or SIGHUP: say so, as a shell would, however the
+    // phase took it (a phase killed after the grace period reports nothing).
+    match (crate::supervise::stopped_by(), result) {
+        (Some(signal), Ok(outcome)) => Ok(Outcome { termination: Termination::Signaled(signal), ..outcome }),
+        (Some(signal), Err(_)) => {
+            Ok(Outcome { termination: Termination::Signaled(signal), orphans: Vec::new() })
+        }
+        (None, result) => result,
+    }
+}
+
+fn launch_backend(mut plan: Plan) -> Result<Outcome, Failure> {
     plan.announce();
     match plan.backend {
         Backend::Service(manager) => {

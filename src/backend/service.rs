@@ -75,6 +75,7 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     let stdio = Stdio::of_caller()?;
     // Listen before starting: a phase may end before StartTransientUnit returns.
     let mut changes = client.watch(&unit).await?;
+    let mut stop_requests = StopRequests::new()?;
 
     let job = start_negotiating(&client, &unit, &mut split, plan.verbose, |split| {
         context.unshare = split.inner;
@@ -96,8 +97,16 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
             break;
         }
         loop {
-            let signal =
-                changes.next().await.ok_or_else(|| anyhow!("lost the bus connection while the phase ran"))?;
+            let signal = tokio::select! {
+                signal = changes.next() => signal,
+                stop = stop_requests.next() => {
+                    if crate::supervise::record_stop(stop) {
+                        client.interrupt(&unit, stop).await?;
+                    }
+                    continue;
+                }
+            };
+            let signal = signal.ok_or_else(|| anyhow!("lost the bus connection while the phase ran"))?;
             let args = signal.args().context("decoding PropertiesChanged")?;
             if args.interface_name.as_str() == UNIT_INTERFACE
                 && args.changed_properties.contains_key("ActiveState")
@@ -126,6 +135,34 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     };
     let findings = Findings::decode(&String::from_utf8_lossy(&bytes));
     conclude(findings, Termination::from_cld(code, status), &format!(" See `{journal}`."))
+}
+
+/// SIGINT, SIGTERM and SIGHUP sent to phasebox: each stops the phase. (systemd starts
+/// services with setsid(), so a terminal's Ctrl-C reaches the phase only this way.)
+struct StopRequests {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopRequests {
+    fn new() -> Result<StopRequests, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind| signal(kind).context("listening for signals");
+        Ok(StopRequests {
+            interrupt: listen(SignalKind::interrupt())?,
+            terminate: listen(SignalKind::terminate())?,
+            hangup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.interrupt.recv() => libc::SIGINT,
+            _ = self.terminate.recv() => libc::SIGTERM,
+            _ = self.hangup.recv() => libc::SIGHUP,
+        }
+    }
 }
 
 /// StartTransientUnit, and when systemd refuses an isolation property (an older

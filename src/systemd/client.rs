@@ -75,6 +75,25 @@ impl Client {
         Err(anyhow!("lost the bus connection while waiting for a systemd job"))
     }
 
+    /// Stop a phase that phasebox was told to stop: `signal` to every process of the
+    /// unit, then a stop job (SIGTERM, SIGKILL after TimeoutStopSec) for those that
+    /// ignore it. Doesn't wait: the unit's end arrives like any other.
+    pub async fn interrupt(&self, unit: &str, signal: i32) -> Result<()> {
+        let gone = |e: &zbus::Error| {
+            matches!(e, zbus::Error::MethodError(name, _, _)
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit"
+                    || name.as_str() == "org.freedesktop.systemd1.NoSuchProcess")
+        };
+        match self.manager.kill_unit(unit, "all", signal).await {
+            Err(e) if !gone(&e) => return Err(e).with_context(|| format!("signalling {unit}")),
+            _ => {}
+        }
+        match self.manager.stop_unit(unit, "replace").await {
+            Err(e) if !gone(&e) => Err(e).with_context(|| format!("stopping {unit}")),
+            _ => Ok(()),
+        }
+    }
+
     /// Stop a unit and wait until it is stopped; one already gone is stopped too.
     pub async fn stop(&mut self, unit: &str) -> Result<()> {
         let job = match self.manager.stop_unit(unit, "fail").await {

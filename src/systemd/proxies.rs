@@ -24,6 +24,9 @@ pub trait Manager {
 
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// Send a signal to a unit's processes (`whom`: "main", "control" or "all").
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+
     #[zbus(signal)]
     fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
 
@@ -80,6 +83,11 @@ pub fn member_signatures() -> Vec<(&'static str, &'static str, String)> {
             "org.freedesktop.systemd1.Manager",
             "StopUnit",
             format!("{}{}->{}", sig::<&str>(), sig::<&str>(), sig::<OwnedObjectPath>()),
+        ),
+        (
+            "org.freedesktop.systemd1.Manager",
+            "KillUnit",
+            format!("{}{}{}->", sig::<&str>(), sig::<&str>(), sig::<i32>()),
         ),
         ("org.freedesktop.systemd1.Manager", "Version", sig::<String>()),
         (

@@ -15,24 +15,12 @@ use crate::cli::PolicyArgs;
 use config::Config;
 use package::Package;
 
-/// The phases ebuild.sh runs, by their EBUILD_PHASE name.
+/// The phases portage runs through ebuild.sh or misc-functions.sh, by their
+/// EBUILD_PHASE name.
+#[rustfmt::skip]
 pub const PHASES: &[&str] = &[
-    "pretend",
-    "setup",
-    "nofetch",
-    "unpack",
-    "prepare",
-    "configure",
-    "compile",
-    "test",
-    "install",
-    "instprep",
-    "preinst",
-    "postinst",
-    "prerm",
-    "postrm",
-    "config",
-    "info",
+    "pretend", "setup", "nofetch", "unpack", "prepare", "configure", "compile", "test", "install",
+    "instprep", "package", "preinst", "postinst", "prerm", "postrm", "config", "info", "clean", "cleanrm",
 ];
 
 /// Phases that keep the host's IPC and network in portage (`_ipc_phases`).
@@ -248,7 +236,7 @@ mod tests {
     #[test]
     fn portage_defaults() {
         use Sharing::*;
-        for phase in ["unpack", "prepare", "configure", "compile", "test", "install", "nofetch"] {
+        for phase in ["unpack", "prepare", "configure", "compile", "test", "install", "nofetch", "clean"] {
             let d = plain(phase);
             assert_eq!((d.network, d.ipc, d.pid, d.confine), (Private, Private, Private, true), "{phase}");
         }

@@ -7,15 +7,16 @@ use anyhow::{Context, Result};
 
 use crate::findings::Orphan;
 
-/// Every process of our own cgroup except ourselves.
+/// Every process of our own cgroup except ourselves (and the inner mode's watcher).
 pub fn list_except_self() -> Result<Vec<Orphan>> {
     let procs = own_cgroup_dir()?.join("cgroup.procs");
     let text = std::fs::read_to_string(&procs).with_context(|| format!("reading {}", procs.display()))?;
     let me = std::process::id();
+    let watcher = crate::watchdog::watcher();
     Ok(text
         .lines()
         .filter_map(|l| l.trim().parse::<u32>().ok())
-        .filter(|&pid| pid != me)
+        .filter(|&pid| pid != me && Some(pid) != watcher)
         .map(|pid| Orphan { pid, comm: comm(pid) })
         .collect())
 }

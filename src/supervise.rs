@@ -70,8 +70,7 @@ pub fn spawn_forwarding(child: impl FnOnce()) -> nix::Result<Pid> {
     let mut previous = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous))?;
     let parent = nix::unistd::getpid();
-    // SAFETY: the processes that call this are single-threaded, but for the inner
-    // mode's watchdog, which waits in poll() holding no lock.
+    // SAFETY: every process that calls this is single-threaded.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             // SAFETY: a prctl with plain integer arguments.

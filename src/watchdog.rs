@@ -1,12 +1,14 @@
 //! The inner mode's guard against a killed launcher. A service outlives the
 //! systemd-run that started it; a phase must not outlive the phasebox that waits for
-//! it. The inner mode watches the launcher and, when it dies, kills every process of
-//! the unit (itself last), so systemd stops the unit at once.
+//! it. A small watcher process, forked by the inner mode before anything else, waits
+//! for the launcher to die and then kills every process of the unit, so systemd
+//! stops it at once. The watcher dies with the inner mode.
 
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::{Arc, Barrier};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use nix::unistd::{ForkResult, fork};
 
 /// The launcher, named by PID and start time (a PID alone may be reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,46 +34,61 @@ fn start_time(pid: u32) -> Option<u64> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Start watching; fails when the launcher is already gone. Call before forking:
-/// the watching thread holds no lock once this returns.
+static WATCHER: AtomicU32 = AtomicU32::new(0);
+
+/// The watcher's PID, which is no orphan of the phase.
+pub fn watcher() -> Option<u32> {
+    Some(WATCHER.load(Ordering::Relaxed)).filter(|&pid| pid != 0)
+}
+
+/// Fork the watcher; fails when the launcher is already gone. Call while this
+/// process is single-threaded and before it creates namespaces.
 pub fn guard(launcher: Launcher) -> Result<()> {
     // SAFETY: pidfd_open with a plain PID and no flags.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, launcher.pid as libc::c_int, 0) };
+    // SAFETY: a new descriptor that nothing else owns.
     let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
     // Checked after opening: the pidfd then refers to the launcher, not a successor.
     if !launcher.is_alive() {
         bail!("phasebox, which started this phase (PID {}), is gone", launcher.pid);
     }
-    let started = Arc::new(Barrier::new(2));
-    let ready = started.clone();
-    std::thread::spawn(move || {
-        ready.wait();
-        match pidfd {
-            Some(fd) => wait_readable(&fd),
-            // Kernels before 5.3 have no pidfd: look every 100 ms.
-            None => {
-                while launcher.is_alive() {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
+    let inner = nix::unistd::getpid();
+    // SAFETY: the inner mode is single-threaded here.
+    match unsafe { fork() }.context("forking the launcher's watcher")? {
+        ForkResult::Child => {
+            // SAFETY: a prctl with plain integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            if nix::unistd::getppid() == inner {
+                watch(launcher, pidfd);
+            }
+            // SAFETY: leave without the inner mode's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            WATCHER.store(child.as_raw() as u32, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+/// In the watcher: wait for the launcher's end, then SIGKILL every other process of
+/// our cgroup (the inner mode, the command and all it started).
+fn watch(launcher: Launcher, pidfd: Option<OwnedFd>) {
+    match pidfd {
+        Some(fd) => {
+            let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd; a pidfd becomes readable when its process exits.
+            while unsafe { libc::poll(&mut poll, 1, -1) } < 0 {}
+        }
+        // Kernels before 5.3 have no pidfd: look every 100 ms.
+        None => {
+            while launcher.is_alive() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
         }
-        kill_the_unit();
-    });
-    started.wait();
-    Ok(())
-}
-
-fn wait_readable(fd: &OwnedFd) {
-    use std::os::fd::AsRawFd;
-    let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd; a pidfd becomes readable when the process exits.
-    while unsafe { libc::poll(&mut poll, 1, -1) } < 0 {}
-}
-
-/// SIGKILL every other process of our cgroup, then ourselves.
-fn kill_the_unit() -> ! {
-    eprintln!("phasebox: inner mode: the launcher was killed; stopping the phase");
-    // Repeat: a process may fork while we kill.
+    }
+    eprintln!("phasebox: the launcher (PID {}) was killed; stopping the phase", launcher.pid);
+    // Again and again: a process may fork while we kill.
     for _ in 0..10 {
         let others = crate::orphans::list_except_self().unwrap_or_default();
         if others.is_empty() {
@@ -82,6 +99,4 @@ fn kill_the_unit() -> ! {
             unsafe { libc::kill(process.pid as i32, libc::SIGKILL) };
         }
     }
-    // SAFETY: end the process at once; the command is gone.
-    unsafe { libc::_exit(crate::exit::PHASEBOX_FAILED as i32) }
 }

@@ -245,9 +245,29 @@ fn hook_with_userpriv_isolates_the_unprivileged_build() {
     assert_ne!(uid, 0);
     probe.pbprobe_passed(uid);
     probe.daemon_killed_by_phasebox();
-    // The portage user's processes are in root's cgroup, where its user manager (if it
-    // had one) could not adopt them: its phases are in namespaces alone.
+    // Without a user manager of its own, the portage user's phases are in namespaces
+    // alone (a user namespace maps it to itself).
     probe.hooked(root_mode(), "unshare");
+    if rig::place() == Place::Bare {
+        return; // no systemd, so no user manager to try
+    }
+    // The documented one-time set-up: a lingering user manager for portage. Its
+    // phases then run in scopes of that manager.
+    let linger = |verb: &str| {
+        let out = Command::new("loginctl").args([verb, "portage"]).output().unwrap();
+        assert!(out.status.success(), "loginctl {verb} portage: {out:?}");
+    };
+    linger("enable-linger");
+    let bus = PathBuf::from(format!("/run/user/{uid}/bus"));
+    let started = Instant::now();
+    while !bus.exists() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let probe = emerge_probe(&["--hook", &bin, "--userpriv", PBPROBE]);
+    linger("disable-linger");
+    probe.pbprobe_passed(uid);
+    probe.daemon_killed_by_phasebox();
+    probe.hooked(root_mode(), "scope");
 }
 
 #[test]

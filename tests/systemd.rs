@@ -355,20 +355,25 @@ fn typed_properties_reach_the_unit() {
 #[ignore = "needs the booted systemd: run tests/run"]
 fn phase_units_are_named_and_described_for_people() {
     // The unit's name is the last part of the phase's cgroup; ask systemd about it
-    // while the phase still runs.
-    let script = "u=$(sed -n 's|^0::.*/||p' /proc/self/cgroup); echo \"$u\"; \
-                  systemctl show -P Description \"$u\"";
+    // while the phase still runs (until its stdin closes).
+    let script = "sed -n 's|^0::.*/||p' /proc/self/cgroup; cat >/dev/null";
     for mode in ["service", "scope"] {
         let mut cmd = phasebox(&["--mode", mode, "--phase", "src_compile", "--", "sh", "-c", script]);
-        cmd.env("CATEGORY", "app-misc").env("PF", "odd+name-1.0-r2");
-        let out = output(&mut cmd);
-        assert_eq!(code(&out), 0, "{mode}: {}", stderr(&out));
-        let text = stdout(&out);
-        let mut lines = text.lines();
-        let unit = lines.next().unwrap_or_default();
+        cmd.env("CATEGORY", "app-misc")
+            .env("PF", "odd+name-1.0-r2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut unit = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut unit)
+            .unwrap();
+        let unit = unit.trim().to_string();
+        let description = stdout(&host("systemctl", &["show", "-P", "Description", &unit]));
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success(), "{mode}");
         let prefix = r"phasebox-app-misc-odd\x2bname-1.0-r2-compile-";
-        assert!(unit.starts_with(prefix) && unit.ends_with(&format!(".{mode}")), "{mode}: {text}");
-        assert_eq!(lines.next(), Some("phasebox: app-misc/odd+name-1.0-r2 compile phase"), "{mode}");
+        assert!(unit.starts_with(prefix) && unit.ends_with(&format!(".{mode}")), "{mode}: {unit}");
+        assert_eq!(description.trim(), "phasebox: app-misc/odd+name-1.0-r2 compile phase", "{mode}");
     }
     assert_eq!(units_matching(r"phasebox-app-misc-odd*"), "");
 }

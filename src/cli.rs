@@ -32,8 +32,11 @@ Exit status:
   N        the command's own exit status
   125      phasebox itself failed (bad flag, systemd unreachable, an isolation missing)
   126      the command was found but could not be executed
+  123      the phase ran out of memory (MemoryMax=) and was killed
+  124      the phase ran past RuntimeMaxSec= and was stopped
   127      the command was not found
-  128+N    the command was killed by signal N";
+  128+N    the command was killed by signal N, or phasebox was stopped by
+           SIGINT, SIGTERM or SIGHUP (130, 143, 129), which stop the whole phase";
 
 #[derive(Args, Debug)]
 pub struct RunArgs {

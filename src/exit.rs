@@ -8,6 +8,42 @@ pub const PHASEBOX_FAILED: u8 = 125;
 pub const NOT_EXECUTABLE: u8 = 126;
 /// The command was not found.
 pub const NOT_FOUND: u8 = 127;
+/// The phase ran out of memory (MemoryMax=...) and the kernel killed it.
+pub const OUT_OF_MEMORY: u8 = 123;
+/// The phase ran past RuntimeMaxSec= and systemd stopped it.
+pub const TIMED_OUT: u8 = 124;
+
+/// A limit of the unit that ended the phase, as systemd's Result says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Time,
+    Memory,
+}
+
+impl Limit {
+    /// From a service's Result property ("timeout", "oom-kill", ...).
+    pub fn from_result(result: &str) -> Option<Limit> {
+        match result {
+            "timeout" => Some(Limit::Time),
+            "oom-kill" => Some(Limit::Memory),
+            _ => None,
+        }
+    }
+
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Limit::Time => TIMED_OUT,
+            Limit::Memory => OUT_OF_MEMORY,
+        }
+    }
+
+    pub fn explain(self) -> &'static str {
+        match self {
+            Limit::Time => "the phase ran longer than its RuntimeMaxSec= and systemd stopped it",
+            Limit::Memory => "the phase ran out of memory (MemoryMax=) and the kernel killed it",
+        }
+    }
+}
 
 /// How the phase's command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,13 @@ pub fn finish(outcome: &Outcome, quiet: bool) -> u8 {
             eprintln!("phasebox: killed orphan {} ({})", orphan.pid, orphan.comm);
         }
     }
-    outcome.termination.exit_code()
+    match outcome.limit {
+        Some(limit) => {
+            eprintln!("phasebox: {}", limit.explain());
+            limit.exit_code()
+        }
+        None => outcome.termination.exit_code(),
+    }
 }
 
 pub fn fail(failure: &Failure) -> u8 {

@@ -425,3 +425,20 @@ fn daemon_reload_and_reexec_during_a_phase_keep_its_status() {
         assert_eq!(status.code(), Some(3), "{action}");
     }
 }
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn a_limit_that_ends_the_phase_is_named_with_its_own_status() {
+    let out = output(&mut phasebox(&["-p", "RuntimeMaxSec=1", "--", "sleep", "30"]));
+    assert_eq!(code(&out), 124, "{}", stderr(&out));
+    assert!(stderr(&out).contains("longer than its RuntimeMaxSec="), "{}", stderr(&out));
+    let hog = "x = b'x' * (512 * 1024 * 1024)";
+    let out =
+        output(&mut phasebox(&["-p", "MemoryMax=32M", "-p", "MemorySwapMax=0", "--", "python3", "-c", hog]));
+    assert_eq!(code(&out), 123, "{}", stderr(&out));
+    assert!(stderr(&out).contains("ran out of memory"), "{}", stderr(&out));
+    // The same command within its limits is not misreported.
+    let out =
+        output(&mut phasebox(&["-p", "RuntimeMaxSec=30", "-p", "MemoryMax=1G", "--", "sh", "-c", "exit 4"]));
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+}

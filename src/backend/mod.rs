@@ -6,7 +6,7 @@ pub mod service;
 
 use anyhow::anyhow;
 
-use crate::exit::{Failure, Termination};
+use crate::exit::{Failure, Limit, Termination};
 use crate::findings::{Findings, Orphan};
 use crate::mode::Backend;
 use crate::plan::Plan;
@@ -19,6 +19,8 @@ pub struct Outcome {
     pub termination: Termination,
     /// Processes the command left behind, killed when the phase ended.
     pub orphans: Vec<Orphan>,
+    /// The unit's limit that ended the phase, if one did.
+    pub limit: Option<Limit>,
 }
 
 pub fn launch(plan: Plan) -> Result<Outcome, Failure> {
@@ -28,7 +30,7 @@ pub fn launch(plan: Plan) -> Result<Outcome, Failure> {
     match (crate::supervise::stopped_by(), result) {
         (Some(signal), Ok(outcome)) => Ok(Outcome { termination: Termination::Signaled(signal), ..outcome }),
         (Some(signal), Err(_)) => {
-            Ok(Outcome { termination: Termination::Signaled(signal), orphans: Vec::new() })
+            Ok(Outcome { termination: Termination::Signaled(signal), orphans: Vec::new(), limit: None })
         }
         (None, result) => result,
     }
@@ -96,5 +98,5 @@ fn conclude(findings: Findings, termination: Option<Termination>, hint: &str) ->
     let termination = termination
         .or(findings.termination)
         .ok_or_else(|| anyhow!("the phase ended without an exit status{hint}"))?;
-    Ok(Outcome { termination, orphans: findings.orphans })
+    Ok(Outcome { termination, orphans: findings.orphans, limit: None })
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow};
 use futures_util::StreamExt;
 
 use super::{Outcome, conclude};
-use crate::exit::{Failure, Termination};
+use crate::exit::{Failure, Limit, Termination};
 use crate::findings::Findings;
 use crate::namespaces::{Kind, Set};
 use crate::plan::Plan;
@@ -134,7 +134,8 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
         .into());
     };
     let findings = Findings::decode(&String::from_utf8_lossy(&bytes));
-    conclude(findings, Termination::from_cld(code, status), &format!(" See `{journal}`."))
+    let outcome = conclude(findings, Termination::from_cld(code, status), &format!(" See `{journal}`."))?;
+    Ok(Outcome { limit: Limit::from_result(&result), ..outcome })
 }
 
 /// SIGINT, SIGTERM and SIGHUP sent to phasebox: each stops the phase. (systemd starts

@@ -87,7 +87,7 @@ pub fn member_signatures() -> Vec<(&'static str, &'static str, String)> {
         (
             "org.freedesktop.systemd1.Manager",
             "KillUnit",
-            format!("{}{}{}->", sig::<&str>(), sig::<&str>(), sig::<i32>()),
+            format!("{}{}{}", sig::<&str>(), sig::<&str>(), sig::<i32>()),
         ),
         ("org.freedesktop.systemd1.Manager", "Version", sig::<String>()),
         (

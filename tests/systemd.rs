@@ -432,11 +432,26 @@ fn a_limit_that_ends_the_phase_is_named_with_its_own_status() {
     let out = output(&mut phasebox(&["-p", "RuntimeMaxSec=1", "--", "sleep", "30"]));
     assert_eq!(code(&out), 124, "{}", stderr(&out));
     assert!(stderr(&out).contains("longer than its RuntimeMaxSec="), "{}", stderr(&out));
-    let hog = "x = b'x' * (512 * 1024 * 1024)";
-    let out =
-        output(&mut phasebox(&["-p", "MemoryMax=32M", "-p", "MemorySwapMax=0", "--", "python3", "-c", hog]));
-    assert_eq!(code(&out), 123, "{}", stderr(&out));
-    assert!(stderr(&out).contains("ran out of memory"), "{}", stderr(&out));
+    // On a host with hybrid cgroups (like the development machine) the container's
+    // cgroup v2 tree has no memory controller, so MemoryMax= can't bite there.
+    let controllers = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        let hog = "x = b'x' * (512 * 1024 * 1024)";
+        let out = output(&mut phasebox(&[
+            "-p",
+            "MemoryMax=32M",
+            "-p",
+            "MemorySwapMax=0",
+            "--",
+            "python3",
+            "-c",
+            hog,
+        ]));
+        assert_eq!(code(&out), 123, "{}", stderr(&out));
+        assert!(stderr(&out).contains("ran out of memory"), "{}", stderr(&out));
+    } else {
+        eprintln!("no memory controller in this cgroup tree: the out-of-memory case is not checked");
+    }
     // The same command within its limits is not misreported.
     let out =
         output(&mut phasebox(&["-p", "RuntimeMaxSec=30", "-p", "MemoryMax=1G", "--", "sh", "-c", "exit 4"]));

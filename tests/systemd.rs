@@ -406,28 +406,6 @@ fn checked_in_interfaces_match_the_live_systemd() {
 
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
-fn daemon_reload_and_reexec_during_a_phase_keep_its_status() {
-    for action in ["daemon-reload", "daemon-reexec"] {
-        // The phase waits (on stdin) until systemd has been reloaded, then exits 3.
-        let mut child = phasebox(&["--", "sh", "-c", "echo started; read line; exit 3"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-        assert_eq!(line, "started\n");
-        let out = host("systemctl", &[action]);
-        assert!(out.status.success(), "{action}: {}", stderr(&out));
-        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(3), "{action}");
-    }
-}
-
-#[test]
-#[ignore = "needs the booted systemd: run tests/run"]
 fn a_limit_that_ends_the_phase_is_named_with_its_own_status() {
     let out = output(&mut phasebox(&["-p", "RuntimeMaxSec=1", "--", "sleep", "30"]));
     assert_eq!(code(&out), 124, "{}", stderr(&out));

@@ -92,7 +92,8 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     //    later changes arrive as signals (AddRef keeps the unit until we read it).
     let unit_proxy = client.unit(&unit).await?;
     loop {
-        let state = unit_proxy.active_state().await.context("reading the unit's ActiveState")?;
+        let state =
+            across_reexec(|| unit_proxy.active_state()).await.context("reading the unit's ActiveState")?;
         if state == "inactive" || state == "failed" {
             break;
         }
@@ -118,11 +119,13 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
 
     // 3. The exact status, then what the inner mode found.
     let service = client.service(&unit).await?;
-    let (code, status, result) =
+    let (code, status, result) = across_reexec(|| async {
         futures_util::try_join!(service.exec_main_code(), service.exec_main_status(), service.result())
-            .context("reading the phase's exit status")?;
+    })
+    .await
+    .context("reading the phase's exit status")?;
     // Collected now rather than when systemd notices our disconnect.
-    unit_proxy.unref().await.context("releasing the unit")?;
+    across_reexec(|| unit_proxy.unref()).await.context("releasing the unit")?;
     let journal = match manager {
         Manager::System => format!("journalctl -u {unit}"),
         Manager::User => format!("journalctl --user -u {unit}"),
@@ -136,6 +139,32 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     let findings = Findings::decode(&String::from_utf8_lossy(&bytes));
     let outcome = conclude(findings, Termination::from_cld(code, status), &format!(" See `{journal}`."))?;
     Ok(Outcome { limit: Limit::from_result(&result), ..outcome })
+}
+
+/// A read (or Unref) of the unit, again while systemd is away: `systemctl
+/// daemon-reexec` drops its bus name for a moment, and calls then fail with NoReply
+/// or ServiceUnknown. Gives up after 30 s.
+async fn across_reexec<T, F, Fut>(mut call: F) -> zbus::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = zbus::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match call().await {
+            Err(zbus::Error::FDO(error))
+                if matches!(
+                    *error,
+                    zbus::fdo::Error::NoReply(_)
+                        | zbus::fdo::Error::ServiceUnknown(_)
+                        | zbus::fdo::Error::NameHasNoOwner(_)
+                ) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP sent to phasebox: each stops the phase. (systemd starts

@@ -1,0 +1,150 @@
+//! Faults and load against the real systemd: `systemctl daemon-reload` and
+//! `daemon-reexec` during a phase, 64 concurrent phases, 1000 orphans. Run by
+//! tests/run inside the nspawn systemd, one test at a time (a reexec would disturb
+//! the other suites' phases mid-start), with `--include-ignored`.
+
+#[allow(dead_code)]
+mod common;
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::process::Stdio;
+use std::sync::Mutex;
+
+use common::rig::{code, host, is_gone, output, phasebox, stderr, stdout};
+
+/// One test at a time, whatever --test-threads says.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn units_matching(pattern: &str) -> String {
+    stdout(&host("systemctl", &["list-units", "--all", "--no-legend", "--plain", pattern]))
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn daemon_reload_and_reexec_during_a_phase_keep_its_status() {
+    let _alone = alone();
+    for action in ["daemon-reload", "daemon-reexec"] {
+        // The phase waits (on stdin) until systemd has been reloaded, then exits 3.
+        let mut child = phasebox(&["--", "sh", "-c", "echo started; read line; exit 3"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert_eq!(line, "started\n");
+        let out = host("systemctl", &[action]);
+        assert!(out.status.success(), "{action}: {}", stderr(&out));
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(3), "{action}");
+    }
+}
+
+/// Live processes running `sleep ARG`.
+fn sleeping(arg: &str) -> usize {
+    let wanted = format!("sleep\0{arg}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default() == wanted.as_bytes()
+                && !is_gone(pid)
+        })
+        .count()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn sixty_four_concurrent_phases_keep_exact_statuses_and_leave_nothing() {
+    let _alone = alone();
+    let solo = std::time::Instant::now();
+    assert_eq!(code(&output(&mut phasebox(&["-q", "true"]))), 0);
+    let solo = solo.elapsed().as_secs_f64() * 1000.0;
+    let runs: Vec<_> = (0..64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let unit = format!("phasebox-load-{i}");
+                let script = match i % 3 {
+                    0 => "exit 0".to_string(),
+                    1 => "for i in $(seq 100); do sleep 1000.64 & done; exit 5".to_string(),
+                    _ => "head -c 10485760 /dev/zero".to_string(),
+                };
+                let started = std::time::Instant::now();
+                let out = output(&mut phasebox(&["--unit", &unit, "--", "sh", "-c", &script]));
+                (i, out, started.elapsed().as_secs_f64() * 1000.0)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for run in runs {
+        let (i, out, ms) = run.join().unwrap();
+        match i % 3 {
+            0 => {
+                assert_eq!(code(&out), 0, "run {i}: {}", stderr(&out));
+                latencies.push(ms);
+            }
+            1 => {
+                assert_eq!(code(&out), 5, "run {i}: {}", stderr(&out));
+                assert_eq!(stderr(&out).matches("phasebox: killed orphan ").count(), 100, "run {i}");
+            }
+            _ => {
+                assert_eq!(code(&out), 0, "run {i}: {}", stderr(&out));
+                assert_eq!(out.stdout.len(), 10 << 20, "run {i}");
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    eprintln!(
+        "`true` under load: p50 {:.1} ms, p99 {:.1} ms; alone: {solo:.1} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    assert_eq!(units_matching("phasebox-load-*"), "");
+    assert_eq!(sleeping("1000.64"), 0);
+    // The slice's cgroup, wherever this host's hierarchy has it (v2, hybrid, v1).
+    let slices: Vec<_> = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"]
+        .iter()
+        .map(|root| std::path::Path::new(root).join("phasebox.slice"))
+        .filter(|dir| dir.is_dir())
+        .collect();
+    assert!(!slices.is_empty(), "no phasebox.slice cgroup found");
+    for slice in slices {
+        let left: Vec<_> = std::fs::read_dir(&slice)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.as_bytes().starts_with(b"phasebox-load-"))
+            .collect();
+        assert!(left.is_empty(), "{}: {left:?}", slice.display());
+    }
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn a_thousand_orphans_are_all_killed() {
+    let _alone = alone();
+    // The command prints when it ends; phasebox returns once every orphan is gone.
+    let script = "for i in $(seq 1000); do sleep 1000.1000 & done; date +%s.%N";
+    let out = output(&mut phasebox(&["--", "sh", "-c", script]));
+    let returned = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("phasebox: killed orphan ").count(), 1000);
+    assert_eq!(sleeping("1000.1000"), 0);
+    let ended: f64 = stdout(&out).trim().parse().unwrap();
+    eprintln!(
+        "1000 orphans: phasebox returned {:.0} ms after the command ended",
+        (returned - ended) * 1000.0
+    );
+}

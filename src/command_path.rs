@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use nix::unistd::{AccessFlags, access};
 
 use crate::context::lookup;
-use crate::exit::{Failure, NOT_EXECUTABLE, NOT_FOUND};
+use crate::exit::{Failure, NOT_EXECUTABLE, NOT_FOUND, PHASEBOX_FAILED};
 
 /// The PATH bash uses when none is set.
 const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
@@ -19,7 +19,10 @@ const DEFAULT_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
 pub fn resolve(program: &OsStr, env: &[OsString], cwd: &Path) -> Result<OsString, Failure> {
     let shown = program.to_string_lossy();
     if program.is_empty() {
-        return Err(Failure::new(NOT_FOUND, anyhow!("the command is an empty string")));
+        return Err(Failure::new(
+            PHASEBOX_FAILED,
+            anyhow!("the command is an empty string: name a program to run"),
+        ));
     }
     if program.as_bytes().contains(&b'/') {
         return match check(&cwd.join(program)) {

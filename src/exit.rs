@@ -120,4 +120,13 @@ mod tests {
         assert_eq!(Termination::from_cld(3, 11), Some(Termination::Signaled(11)));
         assert_eq!(Termination::from_cld(0, 0), None);
     }
+
+    #[test]
+    fn limits_from_systemds_result_have_their_own_statuses() {
+        assert_eq!(Limit::from_result("timeout").map(Limit::exit_code), Some(124));
+        assert_eq!(Limit::from_result("oom-kill").map(Limit::exit_code), Some(123));
+        for other in ["success", "exit-code", "signal", "core-dump"] {
+            assert_eq!(Limit::from_result(other), None, "{other}");
+        }
+    }
 }

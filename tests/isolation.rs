@@ -104,8 +104,14 @@ fn host_services_on_loopback_and_abstract_sockets_are_unreachable() {
 #[test]
 #[ignore = "needs the rig: run tests/run"]
 fn host_ipc_objects_are_invisible() {
-    let made = stdout(&host("ipcmk", &["-M", "4096"]));
-    let shm = made.trim().rsplit(' ').next().unwrap().to_string();
+    let make = |flag: &str, arg: Option<&str>| {
+        let mut args = vec![flag];
+        args.extend(arg);
+        stdout(&host("ipcmk", &args)).trim().rsplit(' ').next().unwrap().to_string()
+    };
+    let shm = make("-M", Some("4096"));
+    let sem = make("-S", Some("1"));
+    let msg = make("-Q", None);
     let queue = format!("/phasebox-isolation-{}", std::process::id());
     let mq = |flags: &str| {
         format!(
@@ -116,22 +122,25 @@ fn host_ipc_objects_are_invisible() {
         )
     };
     host("python3", &["-c", &mq("os.O_RDONLY | os.O_CREAT")]);
-    let listed = |text: &str| text.lines().any(|l| l.split_whitespace().nth(1) == Some(shm.as_str()));
+    let listed = |text: &str, id: &str| text.lines().any(|l| l.split_whitespace().nth(1) == Some(id));
+    let objects = [("-m", &shm), ("-s", &sem), ("-q", &msg)];
     let mut failures = Vec::new();
     for (mode, who) in cases() {
-        if listed(&stdout(&run(mode, who, &["ipcs", "-m"]))) {
-            failures.push(format!("{mode} {who:?} sees shm {shm}"));
+        for (kind, id) in objects {
+            if listed(&stdout(&run(mode, who, &["ipcs", kind])), id) {
+                failures.push(format!("{mode} {who:?} sees the host's ipcs {kind} object {id}"));
+            }
         }
         let out = run(mode, who, &["python3", "-c", &mq("os.O_RDONLY")]);
         if code(&out) != 3 {
             failures.push(format!("{mode} {who:?} sees mqueue {queue}: {}", stderr(&out)));
         }
     }
-    let control_shm = listed(&stdout(&host("ipcs", &["-m"])));
+    let control_sysv = objects.iter().all(|(kind, id)| listed(&stdout(&host("ipcs", &[kind])), id));
     let control_mq = code(&output(Command::new("python3").args(["-c", &mq("os.O_RDONLY")])));
-    host("ipcrm", &["-m", &shm]);
+    host("ipcrm", &["-m", &shm, "-s", &sem, "-q", &msg]);
     host("python3", &["-c", &format!("import ctypes; ctypes.CDLL(None).mq_unlink(b'{queue}')")]);
-    assert!(control_shm && control_mq == 0, "control: the host sees its own objects");
+    assert!(control_sysv && control_mq == 0, "control: the host sees its own objects");
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -559,4 +568,23 @@ fn bad_input_is_refused_in_one_line_with_125_or_passed_through_exactly() {
     );
     assert_eq!(code(&out), 125, "{}", stderr(&out));
     assert!(stderr(&out).contains("current working directory is not accessible"), "{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn host_udp_on_loopback_gets_nothing_from_inside() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let send = format!("printf inside >/dev/udp/127.0.0.1/{port}");
+    for (mode, who) in cases() {
+        // bash's /dev/udp: inside, 127.0.0.1 is the phase's own loopback.
+        run(mode, who, &["bash", "-c", &send]);
+    }
+    // A control from outside, sent last: it must be the first datagram to arrive.
+    let out = output(Command::new("bash").args(["-c", &send.replace("inside", "outside")]));
+    assert_eq!(code(&out), 0, "control: {}", stderr(&out));
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).expect("control: the host's own datagram did not arrive");
+    assert_eq!(&buf[..n], b"outside", "a phase reached the host's UDP socket");
 }

@@ -46,8 +46,8 @@ pub struct CallerContext {
     pub quiet: bool,
     /// Where the inner mode writes what it found (see `findings::Findings`).
     pub findings_path: PathBuf,
-    /// The phasebox process that waits for the phase: the inner mode ends the phase
-    /// if it dies.
+    /// The phasebox process that waits for the phase (set by the service backend):
+    /// the inner mode ends the phase if it dies.
     pub launcher: Launcher,
 }
 

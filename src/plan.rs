@@ -16,7 +16,6 @@ use crate::namespaces::{Kind, NsId, Set};
 use crate::policy::{Decision, PhaseRun, Sharing};
 use crate::systemd::properties::{Applies, ProcessSetting, Property, parse_assignment};
 use crate::systemd::{Manager, unit_name};
-use crate::watchdog::Launcher;
 
 pub struct Plan {
     pub backend: Backend,
@@ -150,7 +149,7 @@ impl Plan {
             best_effort: args.best_effort,
             quiet: args.quiet,
             findings_path: Default::default(),
-            launcher: Launcher::this_process(),
+            launcher: Default::default(),
         };
         Ok(Plan {
             backend,

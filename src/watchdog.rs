@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use nix::unistd::{ForkResult, fork};
 
 /// The launcher, named by PID and start time (a PID alone may be reused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Launcher {
     pub pid: u32,
     pub start_time: u64,

@@ -16,6 +16,7 @@ use crate::runtime_dir::RunFiles;
 use crate::systemd::Manager;
 use crate::systemd::client::Client;
 use crate::systemd::properties::{self, Property};
+use crate::watchdog::Launcher;
 
 const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
 
@@ -69,6 +70,7 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     let files = RunFiles::paths(manager, &unit);
     let mut context = plan.context.clone();
     context.findings_path = files.findings.clone();
+    context.launcher = Launcher::this_process();
     let version = client.version().await.ok();
     let mut split = Split::new(plan.wanted, manager, version);
     let exec_path = inner_executable()?;

@@ -11,17 +11,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::sync::Mutex;
 
-use common::rig::{code, host, is_gone, output, phasebox, stderr, stdout};
+use common::rig::{code, host, output, phasebox, sleeping, stderr, stdout, units_matching};
 
 /// One test at a time, whatever --test-threads says.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn alone() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn units_matching(pattern: &str) -> String {
-    stdout(&host("systemctl", &["list-units", "--all", "--no-legend", "--plain", pattern]))
 }
 
 #[test]
@@ -45,20 +41,6 @@ fn daemon_reload_and_reexec_during_a_phase_keep_its_status() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(3), "{action}");
     }
-}
-
-/// Live processes running `sleep ARG`.
-fn sleeping(arg: &str) -> usize {
-    let wanted = format!("sleep\0{arg}\0");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default() == wanted.as_bytes()
-                && !is_gone(pid)
-        })
-        .count()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -112,7 +94,7 @@ fn sixty_four_concurrent_phases_keep_exact_statuses_and_leave_nothing() {
         percentile(&latencies, 0.99)
     );
     assert_eq!(units_matching("phasebox-load-*"), "");
-    assert_eq!(sleeping("1000.64"), 0);
+    assert_eq!(sleeping("1000.64"), Vec::<u32>::new());
     // The slice's cgroup, wherever this host's hierarchy has it (v2, hybrid, v1).
     let slices: Vec<_> = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"]
         .iter()
@@ -141,7 +123,7 @@ fn a_thousand_orphans_are_all_killed() {
     let returned = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("phasebox: killed orphan ").count(), 1000);
-    assert_eq!(sleeping("1000.1000"), 0);
+    assert_eq!(sleeping("1000.1000"), Vec::<u32>::new());
     let ended: f64 = stdout(&out).trim().parse().unwrap();
     eprintln!(
         "1000 orphans: phasebox returned {:.0} ms after the command ended",

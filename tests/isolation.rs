@@ -14,7 +14,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
 use common::rig::{
-    self, LEAVE_ORPHAN, Place, code, host, is_gone, output, phasebox, phasebox_as_user, stderr, stdout,
+    self, LEAVE_ORPHAN, Place, code, host, is_gone, output, phasebox, phasebox_as_user, sleeping, stderr,
+    stdout,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,19 +407,6 @@ fn phase_policy_shares_and_confines_like_portage() {
     }
 }
 
-/// PIDs of live `sleep MARKER...` processes.
-fn marked(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if cmdline.starts_with(format!("sleep\0{marker}").as_bytes()) && !is_gone(pid) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 /// Check `done` every 20 ms until it holds or `seconds` have passed.
 fn within(seconds: f64, mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
@@ -448,7 +436,7 @@ fn start_lingering_phase(mode: &str, who: Who, marker: &str, script_prefix: &str
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
         .unwrap();
     assert_eq!(line, "ready\n", "{mode} {who:?}");
-    assert!(within(5.0, || marked(marker).len() == 2), "{mode} {who:?}: {:?}", marked(marker));
+    assert!(within(5.0, || sleeping(marker).len() == 2), "{mode} {who:?}: {:?}", sleeping(marker));
     child
 }
 
@@ -474,7 +462,7 @@ fn sigint_sigterm_sighup_stop_the_whole_phase_with_128_plus_n() {
             kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
             let exit = exit_status_within(&mut child, 20.0).expect("phasebox did not end");
             assert_eq!(exit.code(), Some(status), "{mode} {who:?} {signal}");
-            assert_eq!(marked(&marker), Vec::<u32>::new(), "{mode} {who:?} {signal}: processes survived");
+            assert_eq!(sleeping(&marker), Vec::<u32>::new(), "{mode} {who:?} {signal}: processes survived");
         }
         // A phase that ignores the signal is killed after the grace period.
         n += 1;
@@ -483,7 +471,7 @@ fn sigint_sigterm_sighup_stop_the_whole_phase_with_128_plus_n() {
         kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
         let exit = exit_status_within(&mut child, 20.0).expect("phasebox did not end");
         assert_eq!(exit.code(), Some(143), "{mode} {who:?}: ignoring SIGTERM");
-        assert_eq!(marked(&marker), Vec::<u32>::new(), "{mode} {who:?}: processes survived");
+        assert_eq!(sleeping(&marker), Vec::<u32>::new(), "{mode} {who:?}: processes survived");
     }
 }
 
@@ -495,96 +483,21 @@ fn a_killed_phasebox_leaves_nothing_behind_within_2_s() {
         let mut child = start_lingering_phase(mode, who, &marker, "");
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(within(2.0, || marked(&marker).is_empty()), "{mode} {who:?}: {:?} survived", marked(&marker));
+        assert!(
+            within(2.0, || sleeping(&marker).is_empty()),
+            "{mode} {who:?}: {:?} survived",
+            sleeping(&marker)
+        );
         if rig::place() == Place::Nspawn && mode != "unshare" {
             let unit = format!("phasebox-fault-{}*", marker.replace('.', "-"));
             let listed = || {
                 let args = ["list-units", "--all", "--no-legend", "--plain", &unit];
                 match who {
                     Who::Root => stdout(&host("systemctl", &args)),
-                    Who::User => stdout(&output(&mut user_systemctl(&args))),
+                    Who::User => stdout(&output(rig::as_rig_user("systemctl").arg("--user").args(args))),
                 }
             };
             assert!(within(2.0, || listed().trim().is_empty()), "{mode} {who:?}: {}", listed());
         }
     }
-}
-
-/// `systemctl --user ARGS` as the rig's unprivileged user.
-fn user_systemctl(args: &[&str]) -> Command {
-    let (_, uid) = rig::rig_user();
-    let mut cmd = Command::new("setpriv");
-    cmd.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--init-groups".into(), "--".into()])
-        .args(["env", &format!("XDG_RUNTIME_DIR=/run/user/{uid}"), "systemctl", "--user"])
-        .args(args);
-    cmd
-}
-
-#[test]
-#[ignore = "needs the rig: run tests/run"]
-fn bad_input_is_refused_in_one_line_with_125_or_passed_through_exactly() {
-    for (mode, who) in cases() {
-        let refused = |args: &[&str], why: &str| {
-            let out = run(mode, who, args);
-            assert_eq!(code(&out), 125, "{mode} {who:?} {args:?}: {}", stderr(&out));
-            let err = stderr(&out);
-            assert!(err.contains(why), "{mode} {who:?} {args:?}: {err}");
-            assert!(stdout(&out).is_empty(), "{mode} {who:?} {args:?}: something ran");
-        };
-        refused(&["-p", "Frobnicate=1", "echo", "ran"], "unknown or unsupported property 'Frobnicate'");
-        refused(&["-p", "MemoryMax=lots", "echo", "ran"], "bad value for MemoryMax");
-        refused(&["-p", "MemoryMax", "echo", "ran"], "expected NAME=VALUE");
-        refused(&["--phase", "bogus", "echo", "ran"], "not an ebuild phase");
-        refused(&["--config", "/nonexistent.toml", "--phase", "test", "echo", "ran"], "/nonexistent.toml");
-        refused(&[""], "the command is an empty string");
-        refused(&[], "required arguments were not provided");
-        // 10,000 arguments and a 1 MiB environment (16 variables of 64 KiB: one
-        // string may not exceed 128 KiB) arrive exactly.
-        let many: Vec<String> = (0..10_000).map(|i| format!("a{i}")).collect();
-        let total = "n=0; for v in $(seq 0 15); do eval \"n=\\$((n + \\${#BIG$v}))\"; done";
-        let script = format!("{total}; echo $# \"$1\" \"${{10000}}\" $n");
-        let mut args = vec!["sh", "-c", &script, "sh"];
-        args.extend(many.iter().map(String::as_str));
-        let mut cmd = match who {
-            Who::Root => phasebox(&[&["--mode", mode][..], &args].concat()),
-            Who::User => phasebox_as_user(&[&["--mode", mode][..], &args].concat()),
-        };
-        for v in 0..16 {
-            cmd.env(format!("BIG{v}"), "x".repeat(1 << 16));
-        }
-        let out =
-            cmd.output().unwrap_or_else(|e| panic!("{mode} {who:?}: spawning with 10,000 arguments: {e}"));
-        assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
-        assert_eq!(stdout(&out), "10000 a0 a9999 1048576\n", "{mode} {who:?}");
-    }
-    // A working directory that no longer exists.
-    let gone = std::env::temp_dir().join(format!("phasebox-gone-{}", std::process::id()));
-    std::fs::create_dir_all(&gone).unwrap();
-    let out = output(
-        Command::new("sh")
-            .args(["-c", "cd \"$1\" && rmdir \"$1\" && exec \"$2\" run true", "sh"])
-            .arg(&gone)
-            .arg(rig::phasebox_bin()),
-    );
-    assert_eq!(code(&out), 125, "{}", stderr(&out));
-    assert!(stderr(&out).contains("current working directory is not accessible"), "{}", stderr(&out));
-}
-
-#[test]
-#[ignore = "needs the rig: run tests/run"]
-fn host_udp_on_loopback_gets_nothing_from_inside() {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = socket.local_addr().unwrap().port();
-    let send = format!("printf inside >/dev/udp/127.0.0.1/{port}");
-    for (mode, who) in cases() {
-        // bash's /dev/udp: inside, 127.0.0.1 is the phase's own loopback.
-        run(mode, who, &["bash", "-c", &send]);
-    }
-    // A control from outside, sent last: it must be the first datagram to arrive.
-    let out = output(Command::new("bash").args(["-c", &send.replace("inside", "outside")]));
-    assert_eq!(code(&out), 0, "control: {}", stderr(&out));
-    socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    let mut buf = [0u8; 64];
-    let n = socket.recv(&mut buf).expect("control: the host's own datagram did not arrive");
-    assert_eq!(&buf[..n], b"outside", "a phase reached the host's UDP socket");
 }

@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 
 use common::rig::{
     self, LEAVE_ORPHAN, code, host, is_gone, output, phasebox, phasebox_as_user, stderr, stdout,
+    units_matching,
 };
 
 fn sh(script: &str) -> Vec<String> {
@@ -276,10 +277,6 @@ fn an_isolation_systemd_skipped_stops_the_phase_unless_best_effort() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stdout(&out), "ran\n");
     assert!(stderr(&out).contains("warning: running without private IPC"), "{}", stderr(&out));
-}
-
-fn units_matching(pattern: &str) -> String {
-    stdout(&host("systemctl", &["list-units", "--all", "--no-legend", "--plain", pattern]))
 }
 
 #[test]

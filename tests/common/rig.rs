@@ -54,6 +54,14 @@ pub fn phasebox<S: AsRef<OsStr>>(args: &[S]) -> Command {
 /// `phasebox run ARGS...` as the rig's unprivileged user, with its session bus.
 pub fn phasebox_as_user<S: AsRef<OsStr>>(args: &[S]) -> Command {
     place();
+    let mut cmd = as_rig_user(phasebox_bin());
+    cmd.arg("run").args(args);
+    cmd
+}
+
+/// PROGRAM as the rig's unprivileged user, in its home, with its session bus (add
+/// the arguments).
+pub fn as_rig_user(program: impl AsRef<OsStr>) -> Command {
     let (name, uid) = rig_user();
     let mut cmd = Command::new("setpriv");
     cmd.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--init-groups".into(), "--".into()])
@@ -61,9 +69,7 @@ pub fn phasebox_as_user<S: AsRef<OsStr>>(args: &[S]) -> Command {
         .arg(format!("HOME=/home/{name}"))
         .arg(format!("XDG_RUNTIME_DIR=/run/user/{uid}"))
         .arg(format!("DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"))
-        .arg(phasebox_bin())
-        .arg("run")
-        .args(args)
+        .arg(program)
         .current_dir(format!("/home/{name}"))
         .stdin(Stdio::null());
     cmd
@@ -90,6 +96,26 @@ pub fn host(program: &str, args: &[&str]) -> Output {
     let out = output(Command::new(program).args(args));
     assert!(out.status.success(), "{program} {args:?} failed: {}", stderr(&out));
     out
+}
+
+/// The system manager's units matching PATTERN, loaded or not, one per line.
+pub fn units_matching(pattern: &str) -> String {
+    stdout(&host("systemctl", &["list-units", "--all", "--no-legend", "--plain", pattern]))
+}
+
+/// PIDs of live `sleep MARKER...` processes: tests give each leftover a distinctive
+/// duration to find it by.
+pub fn sleeping(marker: &str) -> Vec<u32> {
+    let wanted = format!("sleep\0{marker}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.starts_with(wanted.as_bytes()) && !is_gone(pid) {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 /// Leaves `sleep 1000` behind, prints its PID (as the caller sees it) once it has

@@ -13,9 +13,9 @@ use crate::findings::Findings;
 use crate::namespaces::{Kind, Set};
 use crate::plan::Plan;
 use crate::runtime_dir::RunFiles;
-use crate::systemd::Manager;
 use crate::systemd::client::Client;
 use crate::systemd::properties::{self, Property};
+use crate::systemd::{Manager, error_reply, is_reply};
 use crate::watchdog::Launcher;
 
 const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
@@ -154,12 +154,14 @@ where
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         match call().await {
-            Err(zbus::Error::FDO(error))
-                if matches!(
-                    *error,
-                    zbus::fdo::Error::NoReply(_)
-                        | zbus::fdo::Error::ServiceUnknown(_)
-                        | zbus::fdo::Error::NameHasNoOwner(_)
+            Err(error)
+                if is_reply(
+                    &error,
+                    &[
+                        "org.freedesktop.DBus.Error.NoReply",
+                        "org.freedesktop.DBus.Error.ServiceUnknown",
+                        "org.freedesktop.DBus.Error.NameHasNoOwner",
+                    ],
                 ) && tokio::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -231,17 +233,6 @@ pub async fn start_negotiating(
 }
 
 /// The D-Bus error name and text of a failed call, however zbus wraps it.
-fn error_reply(error: &zbus::Error) -> Option<(String, String)> {
-    use zbus::DBusError;
-    match error {
-        zbus::Error::MethodError(name, text, _) => Some((name.to_string(), text.clone().unwrap_or_default())),
-        zbus::Error::FDO(fdo) => {
-            Some((fdo.name().to_string(), fdo.description().unwrap_or_default().to_string()))
-        }
-        _ => None,
-    }
-}
-
 /// The isolation whose property an older systemd did not know.
 fn refused_isolation(error: &zbus::Error) -> Option<Kind> {
     let (name, text) = error_reply(error)?;

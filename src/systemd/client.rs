@@ -7,10 +7,10 @@ use zbus::OwnedObjectPath;
 use zbus::fdo::{PropertiesChangedStream, PropertiesProxy};
 use zbus::proxy::CacheProperties;
 
-use super::Manager;
 use super::properties::Property;
 use super::proxies::{JobRemovedStream, ManagerProxy, ServiceProxy, UnitProxy};
 use super::unit_name;
+use super::{Manager, is_reply};
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 
@@ -80,9 +80,7 @@ impl Client {
     /// ignore it. Doesn't wait: the unit's end arrives like any other.
     pub async fn interrupt(&self, unit: &str, signal: i32) -> Result<()> {
         let gone = |e: &zbus::Error| {
-            matches!(e, zbus::Error::MethodError(name, _, _)
-                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit"
-                    || name.as_str() == "org.freedesktop.systemd1.NoSuchProcess")
+            is_reply(e, &["org.freedesktop.systemd1.NoSuchUnit", "org.freedesktop.systemd1.NoSuchProcess"])
         };
         match self.manager.kill_unit(unit, "all", signal).await {
             Err(e) if !gone(&e) => return Err(e).with_context(|| format!("signalling {unit}")),
@@ -98,11 +96,7 @@ impl Client {
     pub async fn stop(&mut self, unit: &str) -> Result<()> {
         let job = match self.manager.stop_unit(unit, "fail").await {
             Ok(job) => job,
-            Err(zbus::Error::MethodError(name, _, _))
-                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
-            {
-                return Ok(());
-            }
+            Err(error) if is_reply(&error, &["org.freedesktop.systemd1.NoSuchUnit"]) => return Ok(()),
             Err(error) => return Err(error).with_context(|| format!("stopping {unit}")),
         };
         self.job_result(&job).await.map(|_| ())

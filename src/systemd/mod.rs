@@ -29,6 +29,23 @@ impl Manager {
     }
 }
 
+/// The name and text of an error reply, whether zbus made it an `fdo::Error` or not.
+pub fn error_reply(error: &zbus::Error) -> Option<(String, String)> {
+    use zbus::DBusError;
+    match error {
+        zbus::Error::MethodError(name, text, _) => Some((name.to_string(), text.clone().unwrap_or_default())),
+        zbus::Error::FDO(fdo) => {
+            Some((fdo.name().to_string(), fdo.description().unwrap_or_default().to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `error` is an error reply with one of these names.
+pub fn is_reply(error: &zbus::Error, names: &[&str]) -> bool {
+    error_reply(error).is_some_and(|(name, _)| names.contains(&name.as_str()))
+}
+
 /// Connect to the bus of the chosen service manager.
 pub async fn connect(manager: Manager) -> Result<zbus::Connection> {
     let connection = match manager {

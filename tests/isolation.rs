@@ -501,3 +501,72 @@ fn a_killed_phasebox_leaves_nothing_behind_within_2_s() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn bad_input_is_refused_in_one_line_with_125_or_passed_through_exactly() {
+    for (mode, who) in cases() {
+        let refused = |args: &[&str], why: &str| {
+            let out = run(mode, who, args);
+            assert_eq!(code(&out), 125, "{mode} {who:?} {args:?}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(err.contains(why), "{mode} {who:?} {args:?}: {err}");
+            assert!(stdout(&out).is_empty(), "{mode} {who:?} {args:?}: something ran");
+        };
+        refused(&["-p", "Frobnicate=1", "echo", "ran"], "unknown or unsupported property 'Frobnicate'");
+        refused(&["-p", "MemoryMax=lots", "echo", "ran"], "bad value for MemoryMax");
+        refused(&["-p", "MemoryMax", "echo", "ran"], "expected NAME=VALUE");
+        refused(&["--phase", "bogus", "echo", "ran"], "not an ebuild phase");
+        refused(&["--config", "/nonexistent.toml", "--phase", "test", "echo", "ran"], "/nonexistent.toml");
+        refused(&[""], "the command is an empty string");
+        refused(&[], "required arguments were not provided");
+        // 10,000 arguments and a 1 MiB environment (16 variables of 64 KiB: one
+        // string may not exceed 128 KiB) arrive exactly.
+        let many: Vec<String> = (0..10_000).map(|i| format!("a{i}")).collect();
+        let total = "n=0; for v in $(seq 0 15); do eval \"n=\\$((n + \\${#BIG$v}))\"; done";
+        let script = format!("{total}; echo $# \"$1\" \"${{10000}}\" $n");
+        let mut args = vec!["sh", "-c", &script, "sh"];
+        args.extend(many.iter().map(String::as_str));
+        let mut cmd = match who {
+            Who::Root => phasebox(&[&["--mode", mode][..], &args].concat()),
+            Who::User => phasebox_as_user(&[&["--mode", mode][..], &args].concat()),
+        };
+        for v in 0..16 {
+            cmd.env(format!("BIG{v}"), "x".repeat(1 << 16));
+        }
+        let out =
+            cmd.output().unwrap_or_else(|e| panic!("{mode} {who:?}: spawning with 10,000 arguments: {e}"));
+        assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "10000 a0 a9999 1048576\n", "{mode} {who:?}");
+    }
+    // A working directory that no longer exists.
+    let gone = std::env::temp_dir().join(format!("phasebox-gone-{}", std::process::id()));
+    std::fs::create_dir_all(&gone).unwrap();
+    let out = output(
+        Command::new("sh")
+            .args(["-c", "cd \"$1\" && rmdir \"$1\" && exec \"$2\" run true", "sh"])
+            .arg(&gone)
+            .arg(rig::phasebox_bin()),
+    );
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    assert!(stderr(&out).contains("current working directory is not accessible"), "{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn host_udp_on_loopback_gets_nothing_from_inside() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let send = format!("printf inside >/dev/udp/127.0.0.1/{port}");
+    for (mode, who) in cases() {
+        // bash's /dev/udp: inside, 127.0.0.1 is the phase's own loopback.
+        run(mode, who, &["bash", "-c", &send]);
+    }
+    // A control from outside, sent last: it must be the first datagram to arrive.
+    let out = output(Command::new("bash").args(["-c", &send.replace("inside", "outside")]));
+    assert_eq!(code(&out), 0, "control: {}", stderr(&out));
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).expect("control: the host's own datagram did not arrive");
+    assert_eq!(&buf[..n], b"outside", "a phase reached the host's UDP socket");
+}

@@ -87,7 +87,7 @@ fn watch(launcher: Launcher, pidfd: Option<OwnedFd>) {
             }
         }
     }
-    eprintln!("phasebox: the launcher (PID {}) was killed; stopping the phase", launcher.pid);
+    eprintln!("phasebox: the launcher (PID {}) is gone; stopping the phase", launcher.pid);
     // Again and again: a process may fork while we kill.
     for _ in 0..10 {
         let others = crate::orphans::list_except_self().unwrap_or_default();

@@ -1,5 +1,5 @@
-//! Faults and load against the real systemd: `systemctl daemon-reload` and
-//! `daemon-reexec` during a phase, 64 concurrent phases, 1000 orphans. Run by
+//! Faults and load against the real systemd: `systemctl daemon-reload`,
+//! `daemon-reexec` and a bus daemon restart or outage during a phase, 64 concurrent phases, 1000 orphans. Run by
 //! tests/run inside the nspawn systemd, one test at a time (a reexec would disturb
 //! the other suites' phases mid-start), with `--include-ignored`.
 
@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::sync::Mutex;
 
-use common::rig::{code, host, output, phasebox, sleeping, stderr, stdout, units_matching};
+use common::rig::{code, host, output, phasebox, sleeping, stderr, stdout, units_matching, within};
 
 /// One test at a time, whatever --test-threads says.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -20,27 +20,117 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A phase that prints "started", then waits for a line on stdin before running
+/// `then`; returned once it has started, with its stdin.
+fn waiting_phase(args: &[&str], then: &str) -> (std::process::Child, std::process::ChildStdin) {
+    let script = format!("echo started; read line; {then}");
+    let mut child = phasebox(&[args, &["--", "sh", "-c", &script]].concat())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "started\n", "{args:?}");
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+fn go(mut stdin: std::process::ChildStdin) {
+    stdin.write_all(b"go\n").unwrap();
+}
+
+/// The exit code and stderr of a phase that has been let go.
+fn finish(child: std::process::Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (code(&out), stderr(&out))
+}
+
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
 fn daemon_reload_and_reexec_during_a_phase_keep_its_status() {
     let _alone = alone();
     for action in ["daemon-reload", "daemon-reexec"] {
-        // The phase waits (on stdin) until systemd has been reloaded, then exits 3.
-        let mut child = phasebox(&["--", "sh", "-c", "echo started; read line; exit 3"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-        assert_eq!(line, "started\n");
+        let (child, stdin) = waiting_phase(&[], "exit 3");
         let out = host("systemctl", &[action]);
         assert!(out.status.success(), "{action}: {}", stderr(&out));
-        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(3), "{action}");
+        go(stdin);
+        let (code, err) = finish(child);
+        assert_eq!(code, 3, "{action}: {err}");
     }
+}
+
+/// Stops the bus daemon while alive; starts it again when dropped, however the test
+/// ends, so the suites after this one find it running.
+struct BusStopped;
+
+impl BusStopped {
+    fn new() -> BusStopped {
+        host("systemctl", &["stop", "dbus.socket", "dbus.service"]);
+        BusStopped
+    }
+}
+
+impl Drop for BusStopped {
+    fn drop(&mut self) {
+        let _ =
+            output(std::process::Command::new("systemctl").args(["start", "dbus.socket", "dbus.service"]));
+    }
+}
+
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn a_bus_restart_during_a_phase_loses_nothing_and_a_lasting_outage_stops_it() {
+    let _alone = alone();
+    // Restarted while the phase runs: phasebox reconnects and reports the status.
+    let (child, stdin) = waiting_phase(&["--mode", "service"], "exit 3");
+    host("systemctl", &["restart", "dbus"]);
+    go(stdin);
+    let (status, err) = finish(child);
+    assert_eq!(status, 3, "{err}");
+    assert!(err.contains("lost the connection to the system bus while the phase ran; reconnecting"), "{err}");
+
+    // The phase ends while the bus is away and systemd collects its unit: the
+    // status still comes through, from the inner mode.
+    let unit = "phasebox-fault-bus-collected";
+    let (child, stdin) = waiting_phase(&["--mode", "service", "--unit", unit], "exit 5");
+    let stopped = BusStopped::new();
+    go(stdin);
+    assert!(within(10.0, || units_matching(&format!("{unit}.service")).is_empty()), "the unit stayed");
+    drop(stopped);
+    let (status, err) = finish(child);
+    assert_eq!(status, 5, "{err}");
+
+    // In scope mode without a PID namespace the bus is needed again at the end, to
+    // stop the scope and its orphan.
+    let (child, stdin) =
+        waiting_phase(&["--mode", "scope", "--no-pid"], "sleep 999.41 >/dev/null 2>&1 </dev/null & exit 4");
+    host("systemctl", &["restart", "dbus"]);
+    go(stdin);
+    let (status, err) = finish(child);
+    assert_eq!(status, 4, "{err}");
+    assert!(err.contains("killed orphan"), "{err}");
+    assert!(within(2.0, || sleeping("999.41").is_empty()), "the orphan survived");
+
+    // A bus that stays away: phasebox gives up after 30 s, fails closed and the
+    // phase (with what it started) is stopped, leaving no unit.
+    let unit = "phasebox-fault-bus-gone";
+    let (mut child, stdin) = waiting_phase(
+        &["--mode", "service", "--unit", unit],
+        "sleep 999.42 >/dev/null 2>&1 </dev/null & exec sleep 999.42 >/dev/null",
+    );
+    go(stdin);
+    assert!(within(5.0, || sleeping("999.42").len() == 2), "the phase did not start its processes");
+    let stopped = BusStopped::new();
+    assert!(within(40.0, || child.try_wait().unwrap().is_some()), "phasebox waited on");
+    let (status, err) = finish(child);
+    assert_eq!(status, 125, "{err}");
+    assert!(err.contains("could not reconnect within 30 s, so the phase is stopped"), "{err}");
+    assert!(within(2.0, || sleeping("999.42").is_empty()), "the phase survived: {:?}", sleeping("999.42"));
+    drop(stopped);
+    assert!(within(10.0, || units_matching(&format!("{unit}.service")).is_empty()), "the unit stayed");
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

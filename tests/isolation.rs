@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 
 use common::rig::{
     self, LEAVE_ORPHAN, Place, code, host, is_gone, output, phasebox, phasebox_as_user, sleeping, stderr,
-    stdout,
+    stdout, within,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,18 +405,6 @@ fn phase_policy_shares_and_confines_like_portage() {
         assert!(!is_gone(daemon), "{mode} {who:?}: the postinst daemon was killed");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon as i32), nix::sys::signal::SIGKILL).unwrap();
     }
-}
-
-/// Check `done` every 20 ms until it holds or `seconds` have passed.
-fn within(seconds: f64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
-    while std::time::Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    done()
 }
 
 /// Start a phase that leaves a process behind and runs on; return it once both

@@ -5,7 +5,6 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, anyhow};
-use futures_util::StreamExt;
 
 use super::{Outcome, conclude};
 use crate::exit::{Failure, Limit, Termination};
@@ -15,10 +14,8 @@ use crate::plan::Plan;
 use crate::runtime_dir::RunFiles;
 use crate::systemd::client::Client;
 use crate::systemd::properties::{self, Property};
-use crate::systemd::{Manager, error_reply, is_reply};
+use crate::systemd::{Manager, error_reply};
 use crate::watchdog::Launcher;
-
-const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
 
 /// Default grace period between SIGTERM and SIGKILL for what a phase leaves behind:
 /// short, so an orphan that ignores SIGTERM can't hold the caller for systemd's 90 s.
@@ -76,7 +73,7 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     let exec_path = inner_executable()?;
     let stdio = Stdio::of_caller()?;
     // Listen before starting: a phase may end before StartTransientUnit returns.
-    let mut changes = client.watch(&unit).await?;
+    let changes = client.watch(&unit).await?;
     let mut stop_requests = StopRequests::new()?;
 
     let job = start_negotiating(&client, &unit, &mut split, plan.verbose, |split| {
@@ -90,85 +87,27 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
 
     // 1. The start job ends: the unit has started, or failed to.
     client.job_result(&job).await?;
-    // 2. The unit is inactive or failed. After the job ended, a Get is authoritative;
-    //    later changes arrive as signals (AddRef keeps the unit until we read it).
-    let unit_proxy = client.unit(&unit).await?;
-    loop {
-        let state =
-            across_reexec(|| unit_proxy.active_state()).await.context("reading the unit's ActiveState")?;
-        if state == "inactive" || state == "failed" {
-            break;
-        }
-        loop {
-            let signal = tokio::select! {
-                signal = changes.next() => signal,
-                stop = stop_requests.next() => {
-                    if crate::supervise::record_stop(stop) {
-                        client.interrupt(&unit, stop).await?;
-                    }
-                    continue;
-                }
-            };
-            let signal = signal.ok_or_else(|| anyhow!("lost the bus connection while the phase ran"))?;
-            let args = signal.args().context("decoding PropertiesChanged")?;
-            if args.interface_name.as_str() == UNIT_INTERFACE
-                && args.changed_properties.contains_key("ActiveState")
-            {
-                break;
-            }
-        }
-    }
-
-    // 3. The exact status, then what the inner mode found.
-    let service = client.service(&unit).await?;
-    let (code, status, result) = across_reexec(|| async {
-        futures_util::try_join!(service.exec_main_code(), service.exec_main_status(), service.result())
-    })
-    .await
-    .context("reading the phase's exit status")?;
-    // Collected now rather than when systemd notices our disconnect.
-    across_reexec(|| unit_proxy.unref()).await.context("releasing the unit")?;
+    // 2. The unit ends; 3. its exact status, then what the inner mode found.
+    let status = follow::follow(&mut client, &unit, changes, &mut stop_requests, plan.context.quiet).await?;
     let journal = match manager {
         Manager::System => format!("journalctl -u {unit}"),
         Manager::User => format!("journalctl --user -u {unit}"),
     };
     let Some(bytes) = files.read_findings() else {
+        let result = status.map_or_else(|| "unknown: the unit was collected".into(), |s| s.result);
         return Err(anyhow!(
             "the phase never started inside {unit} (systemd's result: {result}); see `{journal}`"
         )
         .into());
     };
     let findings = Findings::decode(&String::from_utf8_lossy(&bytes));
-    let outcome = conclude(findings, Termination::from_cld(code, status), &format!(" See `{journal}`."))?;
-    Ok(Outcome { limit: Limit::from_result(&result), ..outcome })
-}
-
-/// A read (or Unref) of the unit, again while systemd is away: `systemctl
-/// daemon-reexec` drops its bus name for a moment, and calls then fail with NoReply
-/// or ServiceUnknown. Gives up after 30 s.
-async fn across_reexec<T, F, Fut>(mut call: F) -> zbus::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = zbus::Result<T>>,
-{
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        match call().await {
-            Err(error)
-                if is_reply(
-                    &error,
-                    &[
-                        "org.freedesktop.DBus.Error.NoReply",
-                        "org.freedesktop.DBus.Error.ServiceUnknown",
-                        "org.freedesktop.DBus.Error.NameHasNoOwner",
-                    ],
-                ) && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            result => return result,
-        }
-    }
+    let hint = format!(" See `{journal}`.");
+    let Some(status) = status else {
+        // Collected while the bus was away: the inner mode's word is all there is.
+        return Ok(conclude(findings, None, &hint)?);
+    };
+    let outcome = conclude(findings, Termination::from_cld(status.code, status.status), &hint)?;
+    Ok(Outcome { limit: Limit::from_result(&status.result), ..outcome })
 }
 
 /// SIGINT, SIGTERM and SIGHUP sent to phasebox: each stops the phase. (systemd starts
@@ -358,5 +297,6 @@ impl Stdio {
     }
 }
 
+mod follow;
 #[cfg(test)]
 mod tests;

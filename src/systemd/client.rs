@@ -10,9 +10,12 @@ use zbus::proxy::CacheProperties;
 use super::properties::Property;
 use super::proxies::{JobRemovedStream, ManagerProxy, ServiceProxy, UnitProxy};
 use super::unit_name;
-use super::{Manager, is_reply};
+use super::{Disconnected, Manager, is_disconnect, is_reply};
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
+
+/// How long phasebox waits for the bus daemon and systemd to come back.
+pub const RECONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct Client {
     pub kind: Manager,
@@ -72,7 +75,7 @@ impl Client {
                 return Ok(args.result);
             }
         }
-        Err(anyhow!("lost the bus connection while waiting for a systemd job"))
+        Err(anyhow::Error::new(Disconnected).context("waiting for a systemd job"))
     }
 
     /// Stop a phase that phasebox was told to stop: `signal` to every process of the
@@ -93,13 +96,59 @@ impl Client {
     }
 
     /// Stop a unit and wait until it is stopped; one already gone is stopped too.
+    /// Reconnects once if the bus went away meanwhile.
     pub async fn stop(&mut self, unit: &str) -> Result<()> {
+        match self.stop_once(unit).await {
+            Err(error) if is_disconnect(&error) => {
+                self.reconnect().await?;
+                self.stop_once(unit).await
+            }
+            result => result,
+        }
+    }
+
+    async fn stop_once(&mut self, unit: &str) -> Result<()> {
         let job = match self.manager.stop_unit(unit, "fail").await {
             Ok(job) => job,
             Err(error) if is_reply(&error, &["org.freedesktop.systemd1.NoSuchUnit"]) => return Ok(()),
             Err(error) => return Err(error).with_context(|| format!("stopping {unit}")),
         };
         self.job_result(&job).await.map(|_| ())
+    }
+
+    /// The bus went away (`systemctl restart dbus`): connect again as the first time,
+    /// once the bus daemon is back and systemd is on it again. Gives up after
+    /// RECONNECT_WITHIN.
+    pub async fn reconnect(&mut self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + RECONNECT_WITHIN;
+        loop {
+            match Client::connect(self.kind).await {
+                Ok(client) => {
+                    *self = client;
+                    return Ok(());
+                }
+                Err(error) if tokio::time::Instant::now() >= deadline => return Err(error),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Take a reference on a unit again, after a reconnect; false when systemd has
+    /// already collected it.
+    pub async fn take_ref(&self, unit: &str) -> Result<bool> {
+        let gone = |e: &zbus::Error| {
+            is_reply(e, &["org.freedesktop.systemd1.NoSuchUnit", "org.freedesktop.DBus.Error.UnknownObject"])
+        };
+        match self.manager.get_unit(unit).await {
+            Ok(_) => {}
+            Err(error) if gone(&error) => return Ok(false),
+            Err(error) => return Err(error).with_context(|| format!("looking up {unit}")),
+        }
+        match self.unit(unit).await?.take_ref().await {
+            Ok(()) => Ok(true),
+            Err(error) if gone(&error) => Ok(false),
+            Err(error) => Err(error).with_context(|| format!("taking a reference on {unit}")),
+        }
     }
 
     pub async fn unit(&self, unit: &str) -> Result<UnitProxy<'static>> {

@@ -46,6 +46,27 @@ pub fn is_reply(error: &zbus::Error, names: &[&str]) -> bool {
     error_reply(error).is_some_and(|(name, _)| names.contains(&name.as_str()))
 }
 
+/// The bus connection closed while phasebox waited for a signal.
+#[derive(Debug)]
+pub struct Disconnected;
+
+impl std::fmt::Display for Disconnected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the bus connection closed")
+    }
+}
+
+impl std::error::Error for Disconnected {}
+
+/// Whether `error` means the connection itself is gone (the bus daemon restarted),
+/// rather than a reply from the other side.
+pub fn is_disconnect(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<Disconnected>()
+            || matches!(cause.downcast_ref::<zbus::Error>(), Some(zbus::Error::InputOutput(_)))
+    })
+}
+
 /// Connect to the bus of the chosen service manager.
 pub async fn connect(manager: Manager) -> Result<zbus::Connection> {
     let connection = match manager {

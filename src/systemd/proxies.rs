@@ -24,6 +24,9 @@ pub trait Manager {
 
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// The object of a loaded unit; NoSuchUnit once a transient unit is collected.
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
     /// Send a signal to a unit's processes (`whom`: "main", "control" or "all").
     fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
 
@@ -36,6 +39,11 @@ pub trait Manager {
 
 #[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
 pub trait Unit {
+    /// Keep the unit loaded until Unref or until this connection closes (after the
+    /// bus restarted, the reference AddRef=yes took is gone).
+    #[zbus(name = "Ref")]
+    fn take_ref(&self) -> zbus::Result<()>;
+
     /// Drop the reference AddRef=yes took, so systemd collects the unit now.
     fn unref(&self) -> zbus::Result<()>;
 
@@ -86,6 +94,11 @@ pub fn member_signatures() -> Vec<(&'static str, &'static str, String)> {
         ),
         (
             "org.freedesktop.systemd1.Manager",
+            "GetUnit",
+            format!("{}->{}", sig::<&str>(), sig::<OwnedObjectPath>()),
+        ),
+        (
+            "org.freedesktop.systemd1.Manager",
             "KillUnit",
             format!("{}{}{}", sig::<&str>(), sig::<&str>(), sig::<i32>()),
         ),
@@ -95,6 +108,7 @@ pub fn member_signatures() -> Vec<(&'static str, &'static str, String)> {
             "JobRemoved",
             format!("{}{}{}{}", sig::<u32>(), sig::<OwnedObjectPath>(), sig::<String>(), sig::<String>()),
         ),
+        ("org.freedesktop.systemd1.Unit", "Ref", String::new()),
         ("org.freedesktop.systemd1.Unit", "Unref", String::new()),
         ("org.freedesktop.systemd1.Unit", "ActiveState", sig::<String>()),
         ("org.freedesktop.systemd1.Service", "ExecMainCode", sig::<i32>()),

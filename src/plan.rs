@@ -66,6 +66,14 @@ impl Plan {
             (_, ModeArg::Scope) => (Backend::Scope(manager), "--mode scope".into()),
             (_, ModeArg::Unshare) => (Backend::Unshare, "--mode unshare".into()),
         };
+        if backend == Backend::Service(Manager::System) && !nix::unistd::geteuid().is_root() {
+            // The system manager would run the command as root: no way to gain that here.
+            return Err(anyhow!(
+                "a service of the system manager would run the command as root, and you are not root; \
+                 leave out --system (your user manager runs it as you), or use --mode scope"
+            )
+            .into());
+        }
         let wanted = match backend {
             Backend::Unconfined => Set::default(),
             _ => wanted_isolations(&args, phase.as_ref().map(|run| &run.decision), backend),

@@ -80,10 +80,28 @@ impl Drop for BusStopped {
     }
 }
 
+/// Leaves the rig as the suites after this one need it, however the test ends: the
+/// bus daemon running, and the rig user's manager restarted, since a user manager
+/// does not reconnect to a restarted system bus and needs it to start scopes.
+struct HealAfterBusRestarts;
+
+impl Drop for HealAfterBusRestarts {
+    fn drop(&mut self) {
+        let (_, uid) = common::rig::rig_user();
+        let _ =
+            output(std::process::Command::new("systemctl").args(["start", "dbus.socket", "dbus.service"]));
+        let _ =
+            output(std::process::Command::new("systemctl").arg("restart").arg(format!("user@{uid}.service")));
+        let bus = format!("/run/user/{uid}/bus");
+        assert!(within(30.0, || std::path::Path::new(&bus).exists()), "the rig user's bus did not come back");
+    }
+}
+
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
 fn a_bus_restart_during_a_phase_loses_nothing_and_a_lasting_outage_stops_it() {
     let _alone = alone();
+    let _heal = HealAfterBusRestarts;
     // Restarted while the phase runs: phasebox reconnects and reports the status.
     let (child, stdin) = waiting_phase(&["--mode", "service"], "exit 3");
     host("systemctl", &["restart", "dbus"]);

@@ -558,3 +558,130 @@ fn host_udp_on_loopback_gets_nothing_from_inside() {
     let n = socket.recv(&mut buf).expect("control: the host's own datagram did not arrive");
     assert_eq!(&buf[..n], b"outside", "a phase reached the host's UDP socket");
 }
+
+/// The host's own addresses besides loopback (every global IPv4 and IPv6 address).
+fn host_addresses() -> Vec<std::net::IpAddr> {
+    let out = host("ip", &["-o", "addr", "show", "scope", "global"]);
+    let addresses: Vec<std::net::IpAddr> = stdout(&out)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3)?.split('/').next()?.parse().ok())
+        .collect();
+    assert!(!addresses.is_empty(), "control: this host has no address besides loopback to try");
+    addresses
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn host_services_on_the_hosts_other_addresses_are_unreachable() {
+    let addresses = host_addresses();
+    let listeners: Vec<TcpListener> = addresses.iter().map(|a| TcpListener::bind((*a, 0)).unwrap()).collect();
+    let sockets: Vec<std::net::UdpSocket> =
+        addresses.iter().map(|a| std::net::UdpSocket::bind((*a, 0)).unwrap()).collect();
+    // One Python list of (kind, address, port) for the phase to try.
+    let targets: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("('tcp', '{}', {})", l.local_addr().unwrap().ip(), l.local_addr().unwrap().port()))
+        .chain(sockets.iter().map(|s| {
+            format!("('udp', '{}', {})", s.local_addr().unwrap().ip(), s.local_addr().unwrap().port())
+        }))
+        .collect();
+    let script = format!(
+        "import socket\n\
+         for kind, address, port in [{}]:\n\
+         \x20   family = socket.AF_INET6 if ':' in address else socket.AF_INET\n\
+         \x20   try:\n\
+         \x20       if kind == 'tcp':\n\
+         \x20           socket.create_connection((address, port), timeout=5).close()\n\
+         \x20       else:\n\
+         \x20           socket.socket(family, socket.SOCK_DGRAM).sendto(b'inside', (address, port))\n\
+         \x20       print('reached', kind, address)\n\
+         \x20   except OSError as error:\n\
+         \x20       print('failed', kind, address, error.strerror)\n",
+        targets.join(", ")
+    );
+    let control = output(Command::new("python3").args(["-c", &script]));
+    assert_eq!(stdout(&control).matches("reached").count(), targets.len(), "control: {}", stdout(&control));
+    for socket in &sockets {
+        // Drain the control's datagram; later, only phases could have sent one.
+        socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        socket.recv(&mut [0u8; 64]).expect("control: the host's own datagram did not arrive");
+    }
+    for (mode, who) in cases() {
+        let out = run(mode, who, &["python3", "-c", &script]);
+        let text = stdout(&out);
+        assert_eq!(text.matches("failed").count(), targets.len(), "{mode} {who:?}: {text} {}", stderr(&out));
+        assert!(!text.contains("reached"), "{mode} {who:?}: {text}");
+    }
+    for socket in &sockets {
+        socket.set_nonblocking(true).unwrap();
+        let got = socket.recv(&mut [0u8; 64]);
+        assert!(got.is_err(), "a phase's datagram reached {}", socket.local_addr().unwrap());
+    }
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn a_server_inside_is_unreachable_from_the_host() {
+    for (mode, who) in cases() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Listens on every address of the phase, checks that it does, then waits.
+        let script = format!(
+            "import socket, sys\n\
+             server = socket.socket(socket.AF_INET6)\n\
+             server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+             server.bind(('::', {port}))\n\
+             server.listen()\n\
+             socket.create_connection(('127.0.0.1', {port})).close()\n\
+             print('listening', flush=True)\n\
+             sys.stdin.readline()\n"
+        );
+        let args = ["--mode", mode, "python3", "-c", &script];
+        let mut cmd = match who {
+            Who::Root => phasebox(&args),
+            Who::User => phasebox_as_user(&args),
+        };
+        let mut child =
+            cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+            .unwrap();
+        assert_eq!(line, "listening\n", "{mode} {who:?}");
+        let mut addresses = host_addresses();
+        addresses.extend(["127.0.0.1".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]);
+        for address in addresses {
+            let reached = std::net::TcpStream::connect((address, port));
+            assert!(reached.is_err(), "{mode} {who:?}: the host reached the phase's server on {address}");
+        }
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"done\n").unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(0), "{mode} {who:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn an_unprivileged_caller_gains_no_privilege() {
+    let (_, uid) = rig::rig_user();
+    for (mode, _) in cases().into_iter().filter(|(_, who)| *who == Who::User) {
+        let out = sh(mode, Who::User, "id -u; id -g; grep -E '^Cap(Prm|Eff|Amb)' /proc/self/status");
+        assert_eq!(
+            stdout(&out),
+            format!(
+                "{uid}\n{uid}\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapAmb:\t0000000000000000\n"
+            ),
+            "{mode}: {}",
+            stderr(&out)
+        );
+        let out = run(mode, Who::User, &["-p", "User=root", "id", "-u"]);
+        assert_eq!(code(&out), 125, "{mode}: {}", stderr(&out));
+        assert!(stderr(&out).contains("unknown or unsupported property 'User'"), "{mode}: {}", stderr(&out));
+    }
+    if rig::place() == Place::Nspawn {
+        // The system manager runs services as root and only lets root start units.
+        let out = run("service", Who::User, &["--system", "id", "-u"]);
+        assert_eq!((code(&out), stdout(&out)), (125, String::new()), "{}", stderr(&out));
+        assert!(stderr(&out).contains("you are not root; leave out --system"), "{}", stderr(&out));
+        let out = run("scope", Who::User, &["--system", "id", "-u"]);
+        assert_eq!((code(&out), stdout(&out)), (125, String::new()), "{}", stderr(&out));
+        assert!(stderr(&out).contains("systemd refused to start"), "{}", stderr(&out));
+    }
+}

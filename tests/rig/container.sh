@@ -64,9 +64,12 @@ rig_boot() {
 		return 1
 		;;
 	esac
-	# The container's network has only lo: add a link so "only lo inside" is a real test.
+	# The container's network has only lo: add a link with addresses of its own, so
+	# "only lo inside" and "the host's other addresses are unreachable" are real tests.
 	rig_exec ip link add pbrig0 type veth peer name pbrig1
 	rig_exec ip link set pbrig0 up
+	rig_exec ip addr add 198.51.100.1/24 dev pbrig0
+	rig_exec ip -6 addr add 2001:db8::1/64 dev pbrig0 nodad
 	# The copied /etc may already know the user (tests/run makes it on the host too).
 	rig_exec id "$RIG_USER" >/dev/null 2>&1 || rig_exec useradd -u "$RIG_UID" -U "$RIG_USER"
 	rig_exec install -d -o "$RIG_UID" -g "$RIG_UID" -m 0755 "/home/$RIG_USER"

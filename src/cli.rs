@@ -22,6 +22,8 @@ pub enum Command {
     /// Print the per-phase policy that `run --phase` applies: portage's decisions,
     /// changed by the ebuild's PROPERTIES/RESTRICT and by the config file.
     Policy(PolicyArgs),
+    /// Print a file written by `run --report` as a table, the longest phase first.
+    Report(ReportArgs),
     /// Internal: ExecStart of the unit; restores the caller's context and runs the command.
     #[command(name = "__inner", hide = true)]
     Inner(InnerArgs),
@@ -32,8 +34,8 @@ Exit status:
   N        the command's own exit status
   125      phasebox itself failed (bad flag, systemd unreachable, an isolation missing)
   126      the command was found but could not be executed
-  123      the phase ran out of memory (MemoryMax=) and was killed
-  124      the phase ran past RuntimeMaxSec= and was stopped
+  123      the phase ran out of memory (--memory-max, MemoryMax=) and was killed
+  124      the phase ran past --timeout (RuntimeMaxSec=) and was stopped
   127      the command was not found
   128+N    the command was killed by signal N, or phasebox was stopped by
            SIGINT, SIGTERM or SIGHUP (130, 143, 129), which stop the whole phase";
@@ -47,6 +49,34 @@ pub struct RunArgs {
     /// Limit*, Nice and NoNewPrivileges itself; resource control needs systemd.
     #[arg(short = 'p', long = "property", value_name = "NAME=VALUE")]
     pub properties: Vec<String>,
+
+    /// Limit the phase's memory (MemoryMax=): bytes with K, M, G or T, a percentage
+    /// of RAM, or "infinity". A phase that exceeds it is killed and phasebox exits 123.
+    /// Needs systemd: service or scope mode.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
+
+    /// Limit the phase's CPU time (CPUQuota=), as a percentage of one CPU: "150%" is
+    /// one and a half CPUs. Needs systemd: service or scope mode.
+    #[arg(long, value_name = "PERCENT")]
+    pub cpu_quota: Option<String>,
+
+    /// Limit how many processes and threads the phase may have at once (TasksMax=).
+    /// Needs systemd: service or scope mode.
+    #[arg(long, value_name = "N")]
+    pub tasks_max: Option<String>,
+
+    /// Stop the phase after DURATION ("90", "30min", "1h 30min"), as SIGTERM to
+    /// phasebox would, and exit 124. systemd enforces it in service mode
+    /// (RuntimeMaxSec=), phasebox itself in scope and unshare modes.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Append one JSON object describing the phase (what ran, where, how it ended,
+    /// what it used, the orphans killed) to FILE; see the README for the fields.
+    /// `phasebox report FILE` prints such a file as a table.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 
     /// Name of the transient unit (".service" or ".scope" is appended).
     /// Default: phasebox-<random>, or with --phase phasebox-CATEGORY-PF-PHASE-<random>.
@@ -134,7 +164,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub best_effort: bool,
 
-    /// Do not print phasebox's own notices (killed orphans, best-effort warnings).
+    /// Do not print phasebox's own notices (killed orphans, best-effort warnings, the
+    /// summary line).
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 
@@ -170,6 +201,13 @@ pub struct PolicyArgs {
     /// $PORTAGE_RESTRICT, else $RESTRICT.
     #[arg(long = "restrict", value_name = "WORDS")]
     pub ebuild_restrict: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A file of JSON records written by `phasebox run --report FILE`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,12 +8,12 @@ pub const PHASEBOX_FAILED: u8 = 125;
 pub const NOT_EXECUTABLE: u8 = 126;
 /// The command was not found.
 pub const NOT_FOUND: u8 = 127;
-/// The phase ran out of memory (MemoryMax=...) and the kernel killed it.
+/// The phase ran out of memory (--memory-max, MemoryMax=) and the kernel killed it.
 pub const OUT_OF_MEMORY: u8 = 123;
-/// The phase ran past RuntimeMaxSec= and systemd stopped it.
+/// The phase ran past --timeout (RuntimeMaxSec=) and was stopped.
 pub const TIMED_OUT: u8 = 124;
 
-/// A limit of the unit that ended the phase, as systemd's Result says.
+/// A limit that ended the phase: systemd's Result says so, or phasebox's own timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     Time,
@@ -30,6 +30,14 @@ impl Limit {
         }
     }
 
+    /// The limit's name in reports.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Limit::Time => "time",
+            Limit::Memory => "memory",
+        }
+    }
+
     pub fn exit_code(self) -> u8 {
         match self {
             Limit::Time => TIMED_OUT,
@@ -39,8 +47,10 @@ impl Limit {
 
     pub fn explain(self) -> &'static str {
         match self {
-            Limit::Time => "the phase ran longer than its RuntimeMaxSec= and systemd stopped it",
-            Limit::Memory => "the phase ran out of memory (MemoryMax=) and the kernel killed it",
+            Limit::Time => "the phase ran past its time limit (--timeout, RuntimeMaxSec=) and was stopped",
+            Limit::Memory => {
+                "the phase ran out of memory (--memory-max, MemoryMax=) and the kernel killed it"
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use crate::exit::Termination;
 use crate::namespaces::Kind;
 use crate::sandbox::Missing;
+use crate::usage::Usage;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
@@ -26,6 +27,8 @@ pub struct Findings {
     pub termination: Option<Termination>,
     /// Processes left behind when the command ended.
     pub orphans: Vec<Orphan>,
+    /// What the command and the processes reaped with it used.
+    pub usage: Option<Usage>,
 }
 
 impl Findings {
@@ -52,6 +55,9 @@ impl Findings {
         for orphan in &self.orphans {
             let _ = writeln!(out, "orphan {} {}", orphan.pid, one_line(&orphan.comm));
         }
+        if let Some(usage) = self.usage {
+            let _ = writeln!(out, "usage {}", usage.encode());
+        }
         out
     }
 
@@ -72,6 +78,7 @@ impl Findings {
                 "setup-error" => findings.setup_error = Some(rest.to_string()),
                 "exited" => findings.termination = rest.parse().ok().map(Termination::Exited),
                 "signaled" => findings.termination = rest.parse().ok().map(Termination::Signaled),
+                "usage" => findings.usage = Usage::decode(rest),
                 "orphan" => {
                     let (pid, comm) = rest.split_once(' ').unwrap_or((rest, ""));
                     if let Ok(pid) = pid.parse() {
@@ -91,6 +98,7 @@ impl Findings {
         self.setup_error = self.setup_error.take().or(other.setup_error);
         self.termination = self.termination.or(other.termination);
         self.orphans.extend(other.orphans);
+        self.usage = self.usage.or(other.usage);
     }
 }
 
@@ -113,6 +121,7 @@ mod tests {
             setup_error: Some("cannot chdir\nto /x".into()),
             termination: Some(Termination::Signaled(9)),
             orphans: vec![Orphan { pid: 42, comm: "sleep 1".into() }, Orphan { pid: 7, comm: "a\tb".into() }],
+            usage: Some(Usage { user_micros: 5, ..Usage::default() }),
         };
         let decoded = Findings::decode(&findings.encode());
         assert_eq!(decoded.missing, findings.missing);
@@ -121,6 +130,7 @@ mod tests {
         assert_eq!(decoded.termination, Some(Termination::Signaled(9)));
         assert_eq!(decoded.orphans[0], findings.orphans[0]);
         assert_eq!(decoded.orphans[1].comm, "a?b");
+        assert_eq!(decoded.usage, findings.usage);
         assert_eq!(Findings::decode("garbage\norphan x y\nexited z\n"), Findings::default());
     }
 }

@@ -1,17 +1,15 @@
 use std::process::ExitCode;
 
-use phasebox::{backend, cli, inner, plan, policy, report};
+use phasebox::{cli, inner, policy, report, run};
 
 fn main() -> ExitCode {
     let code = match cli::parse().command {
-        cli::Command::Run(args) => {
-            let quiet = args.quiet;
-            match plan::Plan::from_args(args).and_then(backend::launch) {
-                Ok(outcome) => report::finish(&outcome, quiet),
-                Err(failure) => report::fail(&failure),
-            }
-        }
+        cli::Command::Run(args) => run::run(args),
         cli::Command::Policy(args) => match policy::print(&args) {
+            Ok(()) => 0,
+            Err(error) => report::fail(&error.into()),
+        },
+        cli::Command::Report(args) => match report::table::print(&args.file) {
             Ok(()) => 0,
             Err(error) => report::fail(&error.into()),
         },

@@ -14,7 +14,7 @@ use crate::exit::Failure;
 use crate::mode::{self, Backend, Situation};
 use crate::namespaces::{Kind, NsId, Set};
 use crate::policy::{Decision, PhaseRun, Sharing};
-use crate::systemd::properties::{Applies, ProcessSetting, Property, parse_assignment};
+use crate::systemd::properties::{Applies, ProcessSetting, Property, parse_given_as};
 use crate::systemd::{Manager, unit_name};
 
 pub struct Plan {
@@ -35,6 +35,10 @@ pub struct Plan {
     /// Settings of -p that phasebox applies itself when systemd doesn't spawn the command.
     pub process_settings: Vec<ProcessSetting>,
     pub context: CallerContext,
+    /// --timeout: systemd enforces it in service mode, phasebox in the others.
+    pub timeout: Option<std::time::Duration>,
+    /// --report: the file the phase's record is appended to, opened before it runs.
+    pub report: Option<std::fs::File>,
     /// `--phase`: what the policy decided, shown by -v.
     pub phase: Option<PhaseRun>,
     pub verbose: bool,
@@ -79,11 +83,45 @@ impl Plan {
             _ => wanted_isolations(&args, phase.as_ref().map(|run| &run.decision), backend),
         };
 
+        // The limit flags are properties too, checked and refused the same way.
+        let mut assignments: Vec<(String, String)> =
+            args.properties.iter().map(|text| (text.clone(), format!("-p {text}"))).collect();
+        let mut timeout = None;
+        for (flag, property, value) in [
+            ("--memory-max", "MemoryMax", &args.memory_max),
+            ("--cpu-quota", "CPUQuota", &args.cpu_quota),
+            ("--tasks-max", "TasksMax", &args.tasks_max),
+            ("--timeout", "RuntimeMaxSec", &args.timeout),
+        ] {
+            let Some(value) = value else { continue };
+            if property == "RuntimeMaxSec" {
+                let usec = crate::value_syntax::timespan_usec(value).with_context(|| {
+                    format!("--timeout {value}: not a duration (like 90, 30min, 1h 30min)")
+                })?;
+                timeout = Some(std::time::Duration::from_micros(usec));
+                if !matches!(backend, Backend::Service(_)) {
+                    // systemd would stop a scope from outside, unseen: phasebox times
+                    // the phase itself, as it stops it on SIGTERM.
+                    continue;
+                }
+            }
+            assignments.push((format!("{property}={value}"), format!("{flag} {value}")));
+        }
+        let report =
+            match &args.report {
+                Some(path) => {
+                    Some(std::fs::OpenOptions::new().append(true).create(true).open(path).with_context(
+                        || format!("--report {}: cannot open it for appending", path.display()),
+                    )?)
+                }
+                None => None,
+            };
+
         let mut unit_properties = Vec::new();
         let mut process_settings = Vec::new();
         let mut user_sets_timeout_stop = false;
-        for text in &args.properties {
-            let parsed = parse_assignment(text)?;
+        for (text, shown) in &assignments {
+            let parsed = parse_given_as(text, shown)?;
             user_sets_timeout_stop |= parsed.name == "TimeoutStopSec";
             match (parsed.applies, backend) {
                 // Nothing of a sandbox applies to a phase the policy leaves alone.
@@ -98,7 +136,7 @@ impl Plan {
                 (Applies::Unit, Backend::Scope(_)) => unit_properties.extend(parsed.properties),
                 (Applies::ServiceOnly, _) => {
                     return Err(anyhow!(
-                        "-p {text}: only a service can apply {}, and this phase runs in {} mode ({reason}); \
+                        "{shown}: only a service can apply {}, and this phase runs in {} mode ({reason}); \
                          use --mode service",
                         parsed.name,
                         backend.name()
@@ -107,7 +145,7 @@ impl Plan {
                 }
                 (Applies::Unit, Backend::Unshare) => {
                     return Err(anyhow!(
-                        "-p {text}: {} needs systemd (service or scope mode), and this phase runs in \
+                        "{shown}: {} needs systemd (service or scope mode), and this phase runs in \
                          unshare mode ({reason})",
                         parsed.name
                     )
@@ -171,6 +209,8 @@ impl Plan {
             user_sets_timeout_stop,
             process_settings,
             context,
+            timeout,
+            report,
             phase,
             verbose: args.verbose,
         })

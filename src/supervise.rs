@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -22,6 +22,7 @@ pub const STOP_GRACE_SECONDS: u32 = 5;
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
 static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
+static TIMED_OUT: AtomicBool = AtomicBool::new(false);
 
 /// Remember the first SIGINT, SIGTERM or SIGHUP this process got: phasebox then exits
 /// 128+N whatever the command made of it. True the first time.
@@ -54,12 +55,44 @@ extern "C" fn forward_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _:
     }
 }
 
-extern "C" fn kill_child(_: libc::c_int) {
+/// SIGALRM: the first one of --timeout stops the child as SIGTERM to us would and
+/// starts the grace period; the one ending a grace period kills the child.
+extern "C" fn on_alarm(_: libc::c_int) {
     let child = CHILD.load(Ordering::Relaxed);
-    if child > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(child, libc::SIGKILL) };
+    let stopping = STOPPED_BY.load(Ordering::Relaxed) != 0 || TIMED_OUT.swap(true, Ordering::Relaxed);
+    // SAFETY: kill and alarm are async-signal-safe.
+    unsafe {
+        if stopping {
+            if child > 0 {
+                libc::kill(child, libc::SIGKILL);
+            }
+        } else {
+            if child > 0 {
+                libc::kill(child, libc::SIGTERM);
+            }
+            libc::alarm(STOP_GRACE_SECONDS);
+        }
     }
+}
+
+/// --timeout where phasebox enforces it: after `limit`, stop the phase (the child
+/// this process spawns) as SIGTERM to phasebox would. Call before forking.
+pub fn stop_after(limit: std::time::Duration) {
+    let action = SigAction::new(SigHandler::Handler(on_alarm), SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the handler only calls kill() and alarm().
+    let _ = unsafe { sigaction(Signal::SIGALRM, &action) };
+    let at = libc::timeval {
+        tv_sec: limit.as_secs() as libc::time_t,
+        tv_usec: limit.subsec_micros().max(u32::from(limit.is_zero())) as libc::suseconds_t,
+    };
+    let timer = libc::itimerval { it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 }, it_value: at };
+    // SAFETY: a valid itimerval; fork() does not pass the timer on to children.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+}
+
+/// Whether --timeout stopped the phase.
+pub fn timed_out() -> bool {
+    TIMED_OUT.load(Ordering::Relaxed)
 }
 
 /// Fork; the child runs `child` (which should end the process itself), this process
@@ -95,10 +128,9 @@ pub fn spawn_forwarding(child: impl FnOnce()) -> nix::Result<Pid> {
                 // SAFETY: the handler only calls kill() and alarm().
                 let _ = unsafe { sigaction(signal, &action) };
             }
-            let grace_over =
-                SigAction::new(SigHandler::Handler(kill_child), SaFlags::SA_RESTART, SigSet::empty());
-            // SAFETY: the handler only calls kill().
-            let _ = unsafe { sigaction(Signal::SIGALRM, &grace_over) };
+            let alarm = SigAction::new(SigHandler::Handler(on_alarm), SaFlags::SA_RESTART, SigSet::empty());
+            // SAFETY: the handler only calls kill() and alarm().
+            let _ = unsafe { sigaction(Signal::SIGALRM, &alarm) };
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None)?;
             Ok(child)
         }

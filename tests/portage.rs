@@ -169,6 +169,36 @@ impl Probe {
         assert!(is_gone(pid), "pbprobe-daemon {pid} survived");
     }
 
+    /// The --report records the hook wrote for package PF, by phase.
+    fn records(&self, pf: &str) -> Vec<phasebox::report::Record> {
+        self.lines()
+            .filter_map(|l| l.strip_prefix("pbprobe-record: "))
+            .map(|json| serde_json::from_str::<phasebox::report::Record>(json).unwrap())
+            .filter(|r| r.package.as_deref() == Some(&format!("app-misc/{pf}")))
+            .collect()
+    }
+
+    /// Every confined phase of pbprobe-1 left its record in the report next to the
+    /// build log, with what it was given and what it left.
+    fn reported(&self, root_mode: &str, build_mode: &str) {
+        let records = self.records("pbprobe-1");
+        let phases: Vec<&str> = records.iter().filter_map(|r| r.phase.as_deref()).collect();
+        for phase in ["setup", "unpack", "compile", "test", "install"] {
+            if phases.iter().filter(|&&p| p == phase).count() != 1 {
+                self.fail(&format!("the report has {phases:?}, not one record of the {phase} phase"));
+            }
+        }
+        let of = |phase: &str| records.iter().find(|r| r.phase.as_deref() == Some(phase)).unwrap();
+        let (setup, test) = (of("setup"), of("test"));
+        assert_eq!((setup.backend.as_str(), test.backend.as_str()), (root_mode, build_mode), "{}", self.log);
+        assert_eq!(setup.isolations, ["pid"], "{}", self.log);
+        assert_eq!(test.isolations, ["net", "ipc", "uts", "pid"], "{}", self.log);
+        assert_eq!((test.exit_code, test.exited), (0, Some(0)), "{}", self.log);
+        assert!(test.orphans.iter().any(|o| o.command == "pbprobe-daemon"), "{}", self.log);
+        assert!(test.cpu_user_seconds.is_some() && test.wall_seconds > 0.0, "{}", self.log);
+        self.expect("app-misc/pbprobe-1 test\n");
+    }
+
     /// The mode phasebox chose for each phase it ran, in order, as (phase, mode): from
     /// the "phasebox: policy for the PHASE phase of CAT/PF: ..." and "phasebox: MODE
     /// mode: why" lines that -v prints.
@@ -229,6 +259,7 @@ fn hook_as_root_isolates_the_build_and_kills_the_daemon() {
     probe.pbprobe_passed(0);
     probe.daemon_killed_by_phasebox();
     probe.hooked(root_mode(), root_mode());
+    probe.reported(root_mode(), root_mode());
     // Without a configuration that grants it, pbprobe-net's test has no network.
     assert_ne!(probe.status(PBPROBE_NET), 0, "{}", probe.log);
     probe.checked("pbprobe-net-1", "compile", 0, &["private network", "private IPC"]);

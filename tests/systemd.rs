@@ -52,7 +52,8 @@ fn missing_and_unexecutable_commands_are_127_and_126() {
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
 fn stdio_is_the_callers() {
-    let mut child = phasebox(&sh("cat; echo to-stderr >&2"))
+    // -q: without phasebox's summary line, stderr is the command's alone.
+    let mut child = phasebox(&[vec!["-q".to_string()], sh("cat; echo to-stderr >&2")].concat())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

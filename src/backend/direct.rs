@@ -12,7 +12,7 @@ use anyhow::{Context, anyhow};
 use nix::unistd::Pid;
 
 use super::{Outcome, conclude, runtime};
-use crate::exit::Failure;
+use crate::exit::{Failure, Limit};
 use crate::findings::Findings;
 use crate::host::{Host, Linux};
 use crate::mode::Backend;
@@ -22,6 +22,15 @@ use crate::systemd::client::Client;
 use crate::systemd::properties::{self, ProcessSetting};
 
 pub fn run(plan: Plan) -> Result<Outcome, Failure> {
+    if let Some(limit) = plan.timeout {
+        crate::supervise::stop_after(limit);
+    }
+    let outcome = run_timed(plan)?;
+    let limit = crate::supervise::timed_out().then_some(Limit::Time);
+    Ok(Outcome { limit, ..outcome })
+}
+
+fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
     let scope = match plan.backend {
         Backend::Scope(manager) => Some(manager),
         _ => None,

@@ -9,9 +9,11 @@ use anyhow::anyhow;
 use crate::exit::{Failure, Limit, Termination};
 use crate::findings::{Findings, Orphan};
 use crate::mode::Backend;
+use crate::namespaces::Kind;
 use crate::plan::Plan;
 use crate::systemd::client::Client;
 use crate::systemd::properties::Property;
+use crate::usage::Usage;
 
 /// How a phase ended, as far as the caller needs to know.
 #[derive(Debug)]
@@ -21,39 +23,62 @@ pub struct Outcome {
     pub orphans: Vec<Orphan>,
     /// The unit's limit that ended the phase, if one did.
     pub limit: Option<Limit>,
+    /// What the phase used, when the process that ran the command could say.
+    pub usage: Option<Usage>,
+    /// Isolations asked for but not in force (accepted with --best-effort).
+    pub missing: Vec<Kind>,
 }
 
-pub fn launch(plan: Plan) -> Result<Outcome, Failure> {
-    let result = launch_backend(plan);
+/// Run the plan; the backend that ran it (auto mode may fall back to unshare) and
+/// how it ended.
+pub fn launch(plan: Plan) -> (Backend, Result<Outcome, Failure>) {
+    let (backend, result) = launch_backend(plan);
     // Stopped by SIGINT, SIGTERM or SIGHUP: say so, as a shell would, however the
     // phase took it (a phase killed after the grace period reports nothing).
-    match (crate::supervise::stopped_by(), result) {
+    let result = match (crate::supervise::stopped_by(), result) {
         (Some(signal), Ok(outcome)) => Ok(Outcome { termination: Termination::Signaled(signal), ..outcome }),
-        (Some(signal), Err(_)) => {
-            Ok(Outcome { termination: Termination::Signaled(signal), orphans: Vec::new(), limit: None })
-        }
+        (Some(signal), Err(_)) => Ok(Outcome {
+            termination: Termination::Signaled(signal),
+            orphans: Vec::new(),
+            limit: None,
+            usage: None,
+            missing: Vec::new(),
+        }),
         (None, result) => result,
-    }
+    };
+    (backend, result)
 }
 
-fn launch_backend(mut plan: Plan) -> Result<Outcome, Failure> {
+fn launch_backend(mut plan: Plan) -> (Backend, Result<Outcome, Failure>) {
     plan.announce();
-    match plan.backend {
+    let backend = plan.backend;
+    match backend {
         Backend::Service(manager) => {
-            let runtime = runtime()?;
+            let runtime = match runtime() {
+                Ok(runtime) => runtime,
+                Err(failure) => return (backend, Err(failure)),
+            };
             match runtime.block_on(Client::connect(manager)) {
-                Ok(client) => runtime.block_on(service::run(plan, client)),
+                Ok(client) => (backend, runtime.block_on(service::run(plan, client))),
+                Err(error) if plan.auto && !plan.unit_properties.is_empty() => (
+                    backend,
+                    Err(anyhow!(
+                        "{error:#}; the limits and properties asked for need systemd, so phasebox \
+                         does not fall back to unshare mode"
+                    )
+                    .into()),
+                ),
                 Err(error) if plan.auto => {
                     if plan.verbose {
                         eprintln!("phasebox: {error:#}; falling back to unshare mode");
                     }
                     plan.backend = Backend::Unshare;
-                    direct::run(plan)
+                    (Backend::Unshare, direct::run(plan))
                 }
-                Err(error) => Err(error.into()),
+                Err(error) => (backend, Err(error.into())),
             }
         }
-        Backend::Scope(_) | Backend::Unshare => direct::run(plan),
+        Backend::Scope(_) | Backend::Unshare => (backend, direct::run(plan)),
         // The command replaces phasebox: it is the phase process, as without phasebox.
         Backend::Unconfined => crate::supervise::exec_command(&plan.context),
     }
@@ -98,5 +123,6 @@ fn conclude(findings: Findings, termination: Option<Termination>, hint: &str) ->
     let termination = termination
         .or(findings.termination)
         .ok_or_else(|| anyhow!("the phase ended without an exit status{hint}"))?;
-    Ok(Outcome { termination, orphans: findings.orphans, limit: None })
+    let missing = findings.missing.iter().map(|m| m.kind).collect();
+    Ok(Outcome { termination, orphans: findings.orphans, limit: None, usage: findings.usage, missing })
 }

@@ -161,6 +161,7 @@ fn run_in_place(
         return;
     }
     findings.termination = Some(supervise::run_command(context, orphans == Orphans::Untracked));
+    findings.usage = Some(crate::usage::Usage::of_waited_children());
     if orphans == Orphans::Cgroup {
         findings.orphans = crate::orphans::list_except_self().unwrap_or_default();
     }

@@ -263,15 +263,20 @@ pub enum ProcessSetting {
 
 /// Parse one `-p NAME=VALUE`; errors name the property and say what was expected.
 pub fn parse_assignment(text: &str) -> Result<UserProperty> {
-    let (name, value) = text.split_once('=').ok_or_else(|| anyhow!("-p {text}: expected NAME=VALUE"))?;
+    parse_given_as(text, &format!("-p {text}"))
+}
+
+/// The same, for a property the user gave as `shown` (a flag such as --memory-max).
+pub fn parse_given_as(text: &str, shown: &str) -> Result<UserProperty> {
+    let (name, value) = text.split_once('=').ok_or_else(|| anyhow!("{shown}: expected NAME=VALUE"))?;
     let spec = SPECS.iter().find(|s| s.name == name).ok_or_else(|| {
         anyhow!(
-            "-p {text}: unknown or unsupported property '{name}'; phasebox accepts: {}",
+            "{shown}: unknown or unsupported property '{name}'; phasebox accepts: {}",
             accepted_names().join(", ")
         )
     })?;
     let properties = convert(spec, value)
-        .with_context(|| format!("-p {text}: bad value for {name}: {}", expectation(spec.syntax)))?;
+        .with_context(|| format!("{shown}: bad value for {name}: {}", expectation(spec.syntax)))?;
     let applies = applies(spec, &properties);
     Ok(UserProperty { name: spec.name, properties, applies })
 }

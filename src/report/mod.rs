@@ -1,0 +1,275 @@
+//! What phasebox tells the user at the end: the orphans it killed, the limit that
+//! ended the phase, a summary line, the --report record, and the status it exits with.
+
+pub mod table;
+
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Outcome;
+use crate::exit::{Failure, Termination};
+use crate::mode::Backend;
+use crate::plan::Plan;
+use crate::usage::Usage;
+
+/// What is known of a phase before it runs, kept for the report after it.
+pub struct Pending {
+    package: Option<String>,
+    phase: Option<String>,
+    command: Vec<String>,
+    unit_stem: String,
+    wanted: crate::namespaces::Set,
+    quiet: bool,
+    file: Option<std::fs::File>,
+    started_at: SystemTime,
+    started: Instant,
+}
+
+impl Pending {
+    /// Taken just before the phase starts (the report file moves here from the plan).
+    pub fn start(plan: &mut Plan) -> Pending {
+        let run = plan.phase.as_ref();
+        Pending {
+            package: run.and_then(|r| r.package.as_ref()).map(|p| format!("{}/{}", p.category, p.pf)),
+            phase: run.map(|r| r.phase.to_string()),
+            command: plan.context.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+            unit_stem: plan.unit_stem.clone(),
+            wanted: plan.wanted,
+            quiet: plan.context.quiet,
+            file: plan.report.take(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Tell the user how the phase went, append its record, and return the status.
+    pub fn finish(self, backend: Backend, outcome: &Outcome) -> u8 {
+        let wall = self.started.elapsed();
+        let code = match outcome.limit {
+            Some(limit) => limit.exit_code(),
+            None => outcome.termination.exit_code(),
+        };
+        if !self.quiet {
+            for orphan in &outcome.orphans {
+                eprintln!("phasebox: killed orphan {} ({})", orphan.pid, orphan.comm);
+            }
+        }
+        if let Some(limit) = outcome.limit {
+            eprintln!("phasebox: {}", limit.explain());
+        }
+        let record = self.record(backend, outcome, wall, code);
+        if !self.quiet {
+            eprintln!("phasebox: {}", summary(&record));
+        }
+        if let Some(mut file) = self.file {
+            let mut line = serde_json::to_string(&record).expect("a record always serializes");
+            line.push('\n');
+            // One write of the whole line: concurrent phases may append to one file.
+            if let Err(error) = file.write_all(line.as_bytes()) {
+                eprintln!(
+                    "phasebox: warning: could not append the phase's record to the --report file: {error}"
+                );
+            }
+        }
+        code
+    }
+
+    fn record(&self, backend: Backend, outcome: &Outcome, wall: Duration, code: u8) -> Record {
+        let unit = match backend {
+            Backend::Service(_) => Some(format!("{}.service", self.unit_stem)),
+            Backend::Scope(_) => Some(format!("{}.scope", self.unit_stem)),
+            Backend::Unshare | Backend::Unconfined => None,
+        };
+        let in_force = self.wanted.kinds().filter(|k| !outcome.missing.contains(k));
+        let (exited, signal) = match outcome.termination {
+            Termination::Exited(code) => (Some(code), None),
+            Termination::Signaled(signal) => (None, Some(signal)),
+        };
+        let usage = outcome.usage;
+        let micros = |f: fn(&Usage) -> u64| usage.as_ref().map(|u| f(u) as f64 / 1e6);
+        let bytes = |f: fn(&Usage) -> u64| usage.as_ref().map(f);
+        Record {
+            package: self.package.clone(),
+            phase: self.phase.clone(),
+            command: self.command.clone(),
+            unit,
+            backend: backend.name().to_string(),
+            isolations: in_force.map(|k| k.tag().to_string()).collect(),
+            missing: outcome.missing.iter().map(|k| k.tag().to_string()).collect(),
+            exit_code: code,
+            exited,
+            signal,
+            limit: outcome.limit.map(|l| l.tag().to_string()),
+            started_at: self
+                .started_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            wall_seconds: wall.as_secs_f64(),
+            cpu_user_seconds: micros(|u| u.user_micros),
+            cpu_system_seconds: micros(|u| u.system_micros),
+            memory_peak_bytes: bytes(|u| u.max_rss_bytes),
+            io_read_bytes: bytes(|u| u.read_bytes),
+            io_write_bytes: bytes(|u| u.write_bytes),
+            orphans: outcome
+                .orphans
+                .iter()
+                .map(|o| OrphanRecord { pid: o.pid, command: o.comm.clone() })
+                .collect(),
+        }
+    }
+}
+
+/// One line of a --report file. The fields are documented in the README.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub package: Option<String>,
+    pub phase: Option<String>,
+    pub command: Vec<String>,
+    pub unit: Option<String>,
+    pub backend: String,
+    pub isolations: Vec<String>,
+    pub missing: Vec<String>,
+    pub exit_code: u8,
+    pub exited: Option<i32>,
+    pub signal: Option<i32>,
+    pub limit: Option<String>,
+    pub started_at: f64,
+    pub wall_seconds: f64,
+    pub cpu_user_seconds: Option<f64>,
+    pub cpu_system_seconds: Option<f64>,
+    pub memory_peak_bytes: Option<u64>,
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+    pub orphans: Vec<OrphanRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OrphanRecord {
+    pub pid: u32,
+    pub command: String,
+}
+
+impl Record {
+    /// How the phase ended, in words.
+    pub fn ending(&self) -> String {
+        match (&self.limit, self.exited, self.signal) {
+            (Some(limit), _, _) => format!("stopped by its {limit} limit"),
+            (None, Some(code), _) => format!("exited {code}"),
+            (None, None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None, None) => "ended".to_string(),
+        }
+    }
+
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        Some(self.cpu_user_seconds? + self.cpu_system_seconds?)
+    }
+}
+
+/// The line printed after each phase, like systemd-run's.
+pub fn summary(record: &Record) -> String {
+    let mut parts = Vec::new();
+    let who = match (&record.package, &record.phase) {
+        (Some(package), Some(phase)) => format!("{package} {phase}: "),
+        (None, Some(phase)) => format!("{phase}: "),
+        _ => String::new(),
+    };
+    parts.push(format!("{who}{} after {}", record.ending(), seconds(record.wall_seconds)));
+    if let (Some(user), Some(system)) = (record.cpu_user_seconds, record.cpu_system_seconds) {
+        parts.push(format!(
+            "CPU {} (user {}, system {})",
+            seconds(user + system),
+            seconds(user),
+            seconds(system)
+        ));
+    }
+    if let Some(peak) = record.memory_peak_bytes {
+        parts.push(format!("memory peak {}", bytes(peak)));
+    }
+    if let (Some(read), Some(written)) = (record.io_read_bytes, record.io_write_bytes) {
+        parts.push(format!("IO read {}, written {}", bytes(read), bytes(written)));
+    }
+    let orphans = record.orphans.len();
+    parts.push(format!("{orphans} orphan{} killed", if orphans == 1 { "" } else { "s" }));
+    parts.join("; ")
+}
+
+pub fn seconds(value: f64) -> String {
+    format!("{value:.3}s")
+}
+
+/// Bytes in binary units, like systemd's (1.5M is 1.5 MiB).
+pub fn bytes(value: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut scaled = value as f64;
+    let mut unit = 0;
+    while scaled >= 1024.0 && unit < UNITS.len() - 1 {
+        scaled /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{value}B") } else { format!("{scaled:.1}{}", UNITS[unit]) }
+}
+
+pub fn fail(failure: &Failure) -> u8 {
+    eprintln!("phasebox: {failure}");
+    failure.code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            package: Some("app-misc/foo-1".into()),
+            phase: Some("test".into()),
+            command: vec!["true".into()],
+            unit: None,
+            backend: "unshare".into(),
+            isolations: vec!["net".into()],
+            missing: vec![],
+            exit_code: 0,
+            exited: Some(0),
+            signal: None,
+            limit: None,
+            started_at: 0.0,
+            wall_seconds: 1.5,
+            cpu_user_seconds: Some(0.75),
+            cpu_system_seconds: Some(0.25),
+            memory_peak_bytes: Some(3 << 20),
+            io_read_bytes: Some(0),
+            io_write_bytes: Some(10 << 20),
+            orphans: vec![OrphanRecord { pid: 7, command: "sleep".into() }],
+        }
+    }
+
+    #[test]
+    fn the_summary_says_what_the_phase_used() {
+        assert_eq!(
+            summary(&record()),
+            "app-misc/foo-1 test: exited 0 after 1.500s; CPU 1.000s (user 0.750s, system 0.250s); \
+             memory peak 3.0M; IO read 0B, written 10.0M; 1 orphan killed"
+        );
+        let unknown =
+            Record { cpu_user_seconds: None, memory_peak_bytes: None, io_read_bytes: None, ..record() };
+        assert_eq!(summary(&unknown), "app-misc/foo-1 test: exited 0 after 1.500s; 1 orphan killed");
+        let timed_out = Record { limit: Some("time".into()), signal: Some(15), exited: None, ..record() };
+        assert!(summary(&timed_out).starts_with("app-misc/foo-1 test: stopped by its time limit after"));
+    }
+
+    #[test]
+    fn records_survive_a_round_trip() {
+        let line = serde_json::to_string(&record()).unwrap();
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), record());
+    }
+
+    #[test]
+    fn sizes_read_like_systemds() {
+        assert_eq!(bytes(0), "0B");
+        assert_eq!(bytes(1023), "1023B");
+        assert_eq!(bytes(1536), "1.5K");
+        assert_eq!(bytes(10 << 30), "10.0G");
+    }
+}

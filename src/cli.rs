@@ -22,6 +22,11 @@ pub enum Command {
     /// Print the per-phase policy that `run --phase` applies: portage's decisions,
     /// changed by the ebuild's PROPERTIES/RESTRICT and by the config file.
     Policy(PolicyArgs),
+    /// Print what this host can do (systemd and its bus, namespaces, cgroups, the
+    /// portage user) and what `run --phase` will do for each phase, with the command
+    /// that fixes anything missing. Exits 0 when every default isolation is
+    /// available to the caller, 1 when one is missing, 125 when doctor itself fails.
+    Doctor(DoctorArgs),
     /// Internal: ExecStart of the unit; restores the caller's context and runs the command.
     #[command(name = "__inner", hide = true)]
     Inner(InnerArgs),
@@ -170,6 +175,17 @@ pub struct PolicyArgs {
     /// $PORTAGE_RESTRICT, else $RESTRICT.
     #[arg(long = "restrict", value_name = "WORDS")]
     pub ebuild_restrict: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Print the report as one JSON object (schema in the README).
+    #[arg(long)]
+    pub json: bool,
+
+    /// The phases are shown with the policy for these.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use phasebox::{backend, cli, inner, plan, policy, report};
+use phasebox::{backend, cli, doctor, inner, plan, policy, report};
 
 fn main() -> ExitCode {
     let code = match cli::parse().command {
@@ -13,6 +13,10 @@ fn main() -> ExitCode {
         }
         cli::Command::Policy(args) => match policy::print(&args) {
             Ok(()) => 0,
+            Err(error) => report::fail(&error.into()),
+        },
+        cli::Command::Doctor(args) => match doctor::main(&args) {
+            Ok(code) => code,
             Err(error) => report::fail(&error.into()),
         },
         cli::Command::Inner(args) => inner::main(&args.context),

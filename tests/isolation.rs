@@ -735,7 +735,8 @@ fn doctor_says_what_this_place_can_do_and_what_run_will_do() {
                     .unwrap()
                     .parse::<u64>()
                     .unwrap();
-                let reachable = format!("{manager} manager   systemd {version}, reachable at");
+                let reachable =
+                    format!("{:<17}systemd {version}, reachable at", format!("{manager} manager"));
                 assert!(text.contains(&reachable), "{who:?}: no {reachable:?}:\n{text}");
                 assert!(text.contains("PrivateIPC yes (248+)"), "{who:?}:\n{text}");
                 assert_eq!(report["systemd"]["running"], true);

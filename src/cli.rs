@@ -24,6 +24,11 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Print a file written by `run --report` as a table, the longest phase first.
     Report(ReportArgs),
+    /// Print what this host can do (systemd and its bus, namespaces, cgroups, the
+    /// portage user) and what `run --phase` will do for each phase, with the command
+    /// that fixes anything missing. Exits 0 when every default isolation is
+    /// available to the caller, 1 when one is missing, 125 when doctor itself fails.
+    Doctor(DoctorArgs),
     /// Internal: ExecStart of the unit; restores the caller's context and runs the command.
     #[command(name = "__inner", hide = true)]
     Inner(InnerArgs),
@@ -208,6 +213,17 @@ pub struct ReportArgs {
     /// A file of JSON records written by `phasebox run --report FILE`.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Print the report as one JSON object (schema in the README).
+    #[arg(long)]
+    pub json: bool,
+
+    /// The phases are shown with the policy for these.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod command_path;
 pub mod context;
+pub mod doctor;
 pub mod exit;
 pub mod findings;
 pub mod host;

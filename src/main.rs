@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use phasebox::{cli, inner, policy, report, run};
+use phasebox::{cli, doctor, inner, policy, report, run};
 
 fn main() -> ExitCode {
     let code = match cli::parse().command {
@@ -11,6 +11,10 @@ fn main() -> ExitCode {
         },
         cli::Command::Report(args) => match report::table::print(&args.file) {
             Ok(()) => 0,
+            Err(error) => report::fail(&error.into()),
+        },
+        cli::Command::Doctor(args) => match doctor::main(&args) {
+            Ok(code) => code,
             Err(error) => report::fail(&error.into()),
         },
         cli::Command::Inner(args) => inner::main(&args.context),

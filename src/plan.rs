@@ -239,14 +239,10 @@ impl Plan {
     }
 }
 
-/// The isolations asked for: the phase policy's (or, without --phase, all but a
-/// PID namespace in service mode), then the switches.
+/// The isolations asked for: the phase policy's (or, without --phase, its default),
+/// then the switches.
 fn wanted_isolations(args: &RunArgs, decision: Option<&Decision>, backend: Backend) -> Set {
-    let private = |sharing: Sharing| sharing == Sharing::Private;
-    let (network, ipc, pid) = match decision {
-        Some(d) => (private(d.network), private(d.ipc), private(d.pid)),
-        None => (true, true, !matches!(backend, Backend::Service(_))),
-    };
+    let Set { network, ipc, pid, .. } = default_isolations(decision, backend);
     let switch = |on: bool, off: bool, default: bool| {
         if on {
             true
@@ -265,7 +261,18 @@ fn wanted_isolations(args: &RunArgs, decision: Option<&Decision>, backend: Backe
     }
 }
 
-fn unconfined_reason(run: &PhaseRun) -> String {
+/// The isolations a confined phase gets without switches: the phase policy's, or
+/// without --phase all but a PID namespace in service mode. (`doctor` shows these.)
+pub fn default_isolations(decision: Option<&Decision>, backend: Backend) -> Set {
+    let private = |sharing: Sharing| sharing == Sharing::Private;
+    let (network, ipc, pid) = match decision {
+        Some(d) => (private(d.network), private(d.ipc), private(d.pid)),
+        None => (true, true, !matches!(backend, Backend::Service(_))),
+    };
+    Set { network, uts: network, ipc, pid }
+}
+
+pub fn unconfined_reason(run: &PhaseRun) -> String {
     match run.decision.notes.iter().find(|n| n.starts_with("confine:")) {
         Some(note) => format!("the {} phase is not confined ({note})", run.phase),
         None => format!(

@@ -685,3 +685,92 @@ fn an_unprivileged_caller_gains_no_privilege() {
         assert!(stderr(&out).contains("systemd refused to start"), "{}", stderr(&out));
     }
 }
+
+/// `phasebox doctor [--json]` as WHO; it must exit 0 here.
+fn doctor(who: Who, json: bool) -> String {
+    let mut cmd = match who {
+        Who::Root => Command::new(rig::phasebox_bin()),
+        Who::User => rig::as_rig_user(rig::phasebox_bin()),
+    };
+    cmd.args(["doctor", "--config", "/dev/null"]).stdin(std::process::Stdio::null());
+    if json {
+        cmd.arg("--json");
+    }
+    let out = output(&mut cmd);
+    assert_eq!(code(&out), 0, "{who:?} json={json}:\n{}{}", stdout(&out), stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn doctor_says_what_this_place_can_do_and_what_run_will_do() {
+    for who in [Who::Root, Who::User] {
+        let text = doctor(who, false);
+        let report: serde_json::Value = serde_json::from_str(&doctor(who, true)).unwrap();
+        assert_eq!((&report["ok"], &report["exit_status"]), (&true.into(), &0.into()), "{who:?}: {report}");
+        let manager = if who == Who::Root { "system" } else { "user" };
+        assert_eq!(report["manager"], manager, "{who:?}");
+        let phases = report["phases"].as_array().unwrap();
+        let mode_of = |phase: &str, column: &str| {
+            let entry = phases.iter().find(|p| p["phase"] == phase).unwrap();
+            entry[column]["mode"].as_str().unwrap().to_string()
+        };
+        match rig::place() {
+            Place::Bare => {
+                assert!(
+                    text.contains("not running: this host was not booted with systemd"),
+                    "{who:?}:\n{text}"
+                );
+                assert_eq!(report["systemd"]["running"], false);
+                assert_eq!(report["systemd"][manager]["version"], serde_json::Value::Null);
+                assert_eq!(
+                    (mode_of("compile", "auto"), mode_of("compile", "keep_fds")),
+                    ("unshare".into(), "unshare".into())
+                );
+            }
+            Place::Nspawn => {
+                let version = stdout(&host("systemctl", &["--version"]))
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+                let reachable =
+                    format!("{:<17}systemd {version}, reachable at", format!("{manager} manager"));
+                assert!(text.contains(&reachable), "{who:?}: no {reachable:?}:\n{text}");
+                assert!(text.contains("PrivateIPC yes (248+)"), "{who:?}:\n{text}");
+                assert_eq!(report["systemd"]["running"], true);
+                assert_eq!(report["systemd"][manager]["version"], version, "{who:?}");
+                assert_eq!(report["systemd"][manager]["features"]["PrivateIPC"], true, "{who:?}");
+                assert_eq!(report["systemd"][manager]["features"]["PrivatePIDs"], version >= 257, "{who:?}");
+                assert_eq!(
+                    (mode_of("compile", "auto"), mode_of("compile", "keep_fds")),
+                    ("service".into(), "scope".into())
+                );
+            }
+        }
+        assert_eq!(mode_of("postinst", "auto"), "unconfined");
+        assert!(text.contains("every default isolation is available (exit 0)"), "{who:?}:\n{text}");
+        // The text and the JSON agree, phase by phase.
+        for phase in phases {
+            let row = format!(
+                "{:<10} {:<11} ",
+                phase["phase"].as_str().unwrap(),
+                phase["auto"]["mode"].as_str().unwrap()
+            );
+            assert!(text.lines().any(|l| l.starts_with(&row)), "{who:?}: no row {row:?}:\n{text}");
+        }
+        // Control: run itself picks the mode doctor said, for the phase and the hook's way.
+        for (args, column) in [(&[][..], "auto"), (&["--keep-fds"][..], "keep_fds")] {
+            let mut full = vec!["-v", "--config", "/dev/null", "--phase", "compile"];
+            full.extend_from_slice(args);
+            full.push("true");
+            let out = match who {
+                Who::Root => output(&mut phasebox(&full)),
+                Who::User => output(&mut phasebox_as_user(&full)),
+            };
+            let said = format!("phasebox: {} mode: ", mode_of("compile", column));
+            assert!(stderr(&out).contains(&said), "{who:?} {args:?}: no {said:?}:\n{}", stderr(&out));
+        }
+    }
+}

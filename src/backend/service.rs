@@ -22,7 +22,7 @@ use crate::watchdog::Launcher;
 pub const DEFAULT_TIMEOUT_STOP_USEC: u64 = 5_000_000;
 
 /// PrivateIPC= exists since systemd 248.
-const PRIVATE_IPC_SINCE: u32 = 248;
+pub const PRIVATE_IPC_SINCE: u32 = 248;
 
 /// Which isolations systemd provides and which the inner mode creates itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

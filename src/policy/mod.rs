@@ -167,7 +167,7 @@ impl PhaseRun {
 }
 
 /// The package, the ebuild's flags and the config file, from flags or environment.
-fn inputs(args: &PolicyArgs) -> Result<(Option<Package>, EbuildFlags, Config)> {
+pub fn inputs(args: &PolicyArgs) -> Result<(Option<Package>, EbuildFlags, Config)> {
     let package = match &args.package {
         Some(text) => Some(Package::parse(text)?),
         None => Package::from_environment(),

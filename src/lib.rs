@@ -10,6 +10,7 @@ pub mod command_path;
 pub mod context;
 pub mod exit;
 pub mod findings;
+pub mod generate;
 pub mod host;
 pub mod inner;
 pub mod mode;

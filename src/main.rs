@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use phasebox::{backend, cli, inner, plan, policy, report};
+use phasebox::{backend, cli, generate, inner, plan, policy, report};
 
 fn main() -> ExitCode {
     let code = match cli::parse().command {
@@ -16,6 +16,10 @@ fn main() -> ExitCode {
             Err(error) => report::fail(&error.into()),
         },
         cli::Command::Inner(args) => inner::main(&args.context),
+        cli::Command::Generate(args) => match generate::print(args.artifact) {
+            Ok(()) => 0,
+            Err(error) => report::fail(&error.into()),
+        },
     };
     ExitCode::from(code)
 }

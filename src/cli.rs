@@ -32,6 +32,10 @@ pub enum Command {
     /// Internal: ExecStart of the unit; restores the caller's context and runs the command.
     #[command(name = "__inner", hide = true)]
     Inner(InnerArgs),
+    /// For packagers: print the man page or a shell's completion script, generated
+    /// from these definitions.
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 pub const EXIT_STATUS_HELP: &str = "\
@@ -232,6 +236,21 @@ pub enum ModeArg {
     Service,
     Scope,
     Unshare,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// What to print: the man page phasebox(1), or the completion script for a shell.
+    #[arg(value_enum)]
+    pub artifact: Artifact,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Artifact {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Args, Debug)]

@@ -11,6 +11,7 @@ pub mod context;
 pub mod doctor;
 pub mod exit;
 pub mod findings;
+pub mod generate;
 pub mod host;
 pub mod inner;
 pub mod mode;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use phasebox::{cli, doctor, inner, policy, report, run};
+use phasebox::{cli, doctor, generate, inner, policy, report, run};
 
 fn main() -> ExitCode {
     let code = match cli::parse().command {
@@ -18,6 +18,10 @@ fn main() -> ExitCode {
             Err(error) => report::fail(&error.into()),
         },
         cli::Command::Inner(args) => inner::main(&args.context),
+        cli::Command::Generate(args) => match generate::print(args.artifact) {
+            Ok(()) => 0,
+            Err(error) => report::fail(&error.into()),
+        },
     };
     ExitCode::from(code)
 }

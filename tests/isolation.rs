@@ -774,3 +774,89 @@ fn doctor_says_what_this_place_can_do_and_what_run_will_do() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn the_summary_and_the_report_say_what_a_phase_used() {
+    // On disk: /tmp may be a tmpfs, where writing is no storage IO.
+    let dir = std::path::Path::new("/var/tmp").join(format!("phasebox-usage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Known use: 0.3 s of CPU, 64 MiB touched, 8 MiB written to disk; an orphan; exit 3.
+    let script = "import os, subprocess, sys, time\n\
+        start = time.process_time()\n\
+        while time.process_time() - start < 0.3: pass\n\
+        block = bytearray(64 << 20)\n\
+        with open(sys.argv[1], 'wb') as f:\n\
+        \x20   f.write(b'x' * (8 << 20)); f.flush(); os.fsync(f.fileno())\n\
+        subprocess.Popen(['sleep', '1777.5'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
+        sys.exit(3)\n";
+    for (n, (mode, who)) in cases().into_iter().enumerate() {
+        let report = dir.join(format!("{n}.jsonl"));
+        let written = dir.join(format!("{n}.data"));
+        let report_arg = report.to_str().unwrap();
+        let out =
+            run(mode, who, &["--report", report_arg, "python3", "-c", script, written.to_str().unwrap()]);
+        assert_eq!(code(&out), 3, "{mode} {who:?}: {}", stderr(&out));
+        let text = std::fs::read_to_string(&report).unwrap();
+        assert_eq!(text.lines().count(), 1, "{mode} {who:?}: {text}");
+        let record: phasebox::report::Record = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!((record.exit_code, record.exited, record.signal), (3, Some(3), None), "{mode} {who:?}");
+        assert_eq!(record.backend, mode);
+        let unit_type = record.unit.as_deref().and_then(|u| u.rsplit('.').next());
+        let expected_type = match mode {
+            "service" => Some("service"),
+            "scope" => Some("scope"),
+            _ => None,
+        };
+        assert_eq!(unit_type, expected_type, "{mode} {who:?}: {record:?}");
+        let isolations: &[&str] =
+            if mode == "service" { &["net", "ipc", "uts"] } else { &["net", "ipc", "uts", "pid"] };
+        assert_eq!(record.isolations, isolations, "{mode} {who:?}");
+        assert!(record.cpu_seconds().unwrap() >= 0.3, "{mode} {who:?}: {record:?}");
+        assert!(record.memory_peak_bytes.unwrap() >= 64 << 20, "{mode} {who:?}: {record:?}");
+        assert!(record.io_write_bytes.unwrap() >= 8 << 20, "{mode} {who:?}: {record:?}");
+        assert!(record.wall_seconds >= 0.3, "{mode} {who:?}: {record:?}");
+        assert_eq!(record.orphans.len(), 1, "{mode} {who:?}: {record:?}");
+        assert_eq!(record.orphans[0].command, "sleep", "{mode} {who:?}: {record:?}");
+        // The summary line says the same.
+        let summary = phasebox::report::summary(&record);
+        assert!(stderr(&out).contains(&format!("phasebox: {summary}\n")), "{mode} {who:?}: {}", stderr(&out));
+        assert!(
+            summary.starts_with("exited 3 after ") && summary.ends_with("; 1 orphan killed"),
+            "{summary}"
+        );
+        // -q: no summary.
+        let out = run(mode, who, &["-q", "true"]);
+        assert_eq!((code(&out), stderr(&out)), (0, String::new()), "{mode} {who:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn limits_are_enforced_or_refused_by_name() {
+    for (mode, who) in cases() {
+        // --timeout: systemd's RuntimeMaxSec= in service mode, phasebox's own timer
+        // in the others; the phase and what it started are stopped either way.
+        let out = run(mode, who, &["--timeout", "0.5", "sh", "-c", "sleep 1888.5 & exec sleep 1888.6"]);
+        assert_eq!(code(&out), 124, "{mode} {who:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("ran past its time limit"), "{mode} {who:?}: {}", stderr(&out));
+        assert!(within(2.0, || sleeping("1888.").is_empty()), "{mode} {who:?}: the phase survived");
+        let out = run(mode, who, &["--timeout", "30", "sh", "-c", "exit 4"]);
+        assert_eq!(code(&out), 4, "{mode} {who:?}: a phase within its time was misreported");
+        let limits =
+            ["--memory-max", "1G", "--cpu-quota", "150%", "--tasks-max", "100", "sh", "-c", "exit 5"];
+        let out = run(mode, who, &limits);
+        if mode == "unshare" {
+            // Nothing could enforce them without systemd: refused, not ignored.
+            assert_eq!(code(&out), 125, "{mode} {who:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains("--memory-max 1G: MemoryMax needs systemd"), "{}", stderr(&out));
+        } else {
+            assert_eq!(code(&out), 5, "{mode} {who:?}: {}", stderr(&out));
+        }
+        let out = run(mode, who, &["--memory-max", "lots", "true"]);
+        assert_eq!(code(&out), 125, "{mode} {who:?}");
+        assert!(stderr(&out).contains("--memory-max lots: bad value for MemoryMax"), "{}", stderr(&out));
+    }
+}

@@ -405,17 +405,19 @@ fn checked_in_interfaces_match_the_live_systemd() {
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
 fn a_limit_that_ends_the_phase_is_named_with_its_own_status() {
-    let out = output(&mut phasebox(&["-p", "RuntimeMaxSec=1", "--", "sleep", "30"]));
-    assert_eq!(code(&out), 124, "{}", stderr(&out));
-    assert!(stderr(&out).contains("longer than its RuntimeMaxSec="), "{}", stderr(&out));
+    for limit in [&["--timeout", "1"][..], &["-p", "RuntimeMaxSec=1"]] {
+        let out = output(&mut phasebox(&[limit, &["--", "sleep", "30"]].concat()));
+        assert_eq!(code(&out), 124, "{limit:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("ran past its time limit"), "{limit:?}: {}", stderr(&out));
+    }
     // On a host with hybrid cgroups (like the development machine) the container's
     // cgroup v2 tree has no memory controller, so MemoryMax= can't bite there.
     let controllers = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
     if controllers.split_whitespace().any(|c| c == "memory") {
         let hog = "x = b'x' * (512 * 1024 * 1024)";
         let out = output(&mut phasebox(&[
-            "-p",
-            "MemoryMax=32M",
+            "--memory-max",
+            "32M",
             "-p",
             "MemorySwapMax=0",
             "--",

@@ -82,10 +82,12 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
     let _ = findings_read.read_to_string(&mut text);
     crate::supervise::wait_for(isolator, false);
     let findings = Findings::decode(&text);
-    if !plan.wanted.pid && !findings.orphans.is_empty() {
-        // Without a PID namespace the orphans outlive the command: stopping the
-        // scope kills them (SIGTERM, then SIGKILL after TimeoutStopSec). With one,
-        // the kernel killed them when PID 1 exited.
+    // Without a PID namespace the orphans outlive the command: stopping the scope
+    // kills them (SIGTERM, then SIGKILL after TimeoutStopSec). With one, the kernel
+    // kills them as PID 1 exits, but a phase that was stopped may have had its
+    // process killed before PID 1: stopping the scope waits until all are gone.
+    let stopped = crate::supervise::stopped_by().is_some() || crate::supervise::timed_out();
+    if stopped || (!plan.wanted.pid && !findings.orphans.is_empty()) {
         rt.block_on(client.stop(&unit))?;
     }
     conclude(findings, None, &format!(" (scope {unit})"))

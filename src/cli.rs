@@ -24,6 +24,14 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Print a file written by `run --report` as a table, the longest phase first.
     Report(ReportArgs),
+    /// List the running phases: service and scope phases of the system manager and
+    /// of the caller's user manager, and the caller's unshare-mode phases. Exits 1
+    /// when a manager could not be asked.
+    Ps,
+    /// Stop running phases cleanly, as SIGTERM to their phasebox would (which then
+    /// exits 143). Exits 1 when a target matches no running phase or one could not
+    /// be stopped.
+    Stop(StopArgs),
     /// Print what this host can do (systemd and its bus, namespaces, cgroups, the
     /// portage user) and what `run --phase` will do for each phase, with the command
     /// that fixes anything missing. Exits 0 when every default isolation is
@@ -217,6 +225,14 @@ pub struct ReportArgs {
     /// A file of JSON records written by `phasebox run --report FILE`.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// What to stop: a unit name (with or without .service/.scope), an unshare-PID
+    /// from `phasebox ps`, a package as CATEGORY/PF, or every version as CATEGORY/PN.
+    #[arg(value_name = "UNIT|PACKAGE", required = true)]
+    pub targets: Vec<String>,
 }
 
 #[derive(Args, Debug)]

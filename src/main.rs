@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use phasebox::{cli, doctor, generate, inner, policy, report, run};
+use phasebox::{cli, doctor, generate, inner, policy, ps, report, run, stop};
 
 fn main() -> ExitCode {
     let code = match cli::parse().command {
@@ -12,6 +12,14 @@ fn main() -> ExitCode {
         cli::Command::Report(args) => match report::table::print(&args.file) {
             Ok(()) => 0,
             Err(error) => report::fail(&error.into()),
+        },
+        cli::Command::Ps => ps::print(),
+        cli::Command::Stop(args) => match stop::stop(&args.targets) {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("phasebox: {error:#}");
+                1
+            }
         },
         cli::Command::Doctor(args) => match doctor::main(&args) {
             Ok(code) => code,

@@ -41,12 +41,7 @@ impl RunFiles {
     /// Write the context file, readable only by the caller (and root).
     pub fn write_context(&self, bytes: &[u8]) -> Result<()> {
         let dir = self.context.parent().expect("context files live in a directory");
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-        ensure_private(dir)?;
+        create_private(dir)?;
         // Rewritten when systemd refused a property and the start is retried.
         let _ = std::fs::remove_file(&self.context);
         let mut file = OpenOptions::new()
@@ -61,6 +56,16 @@ impl RunFiles {
     pub fn read_findings(&self) -> Option<Vec<u8>> {
         std::fs::read(&self.findings).ok()
     }
+}
+
+/// Create phasebox's runtime directory if needed; it must be ours and closed to others.
+pub fn create_private(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    ensure_private(dir)
 }
 
 /// The directory must be ours and closed to others: the context holds the environment.

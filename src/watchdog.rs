@@ -23,7 +23,7 @@ impl Launcher {
         Launcher { pid, start_time: start_time(pid).unwrap_or(0) }
     }
 
-    fn is_alive(self) -> bool {
+    pub fn is_alive(self) -> bool {
         start_time(self.pid) == Some(self.start_time)
     }
 }

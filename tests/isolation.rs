@@ -860,3 +860,59 @@ fn limits_are_enforced_or_refused_by_name() {
         assert!(stderr(&out).contains("--memory-max lots: bad value for MemoryMax"), "{}", stderr(&out));
     }
 }
+
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn ps_lists_running_phases_and_stop_stops_them() {
+    for (n, (mode, who)) in cases().into_iter().enumerate() {
+        let package = format!("app-misc/pbps-{n}");
+        let marker = format!("3{n:03}.5");
+        let script = format!("sleep {marker} >/dev/null 2>&1 </dev/null & echo ready; exec sleep {marker}");
+        let args = ["--mode", mode, "--phase", "test", "--package", &package, "sh", "-c", &script];
+        let mut cmd = match who {
+            Who::Root => phasebox(&args),
+            Who::User => phasebox_as_user(&args),
+        };
+        let mut child = KilledOnDrop(cmd.stdout(std::process::Stdio::piped()).spawn().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.0.stdout.take().unwrap()), &mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n", "{mode} {who:?}");
+        let tool = |args: &[&str]| {
+            let mut cmd = match who {
+                Who::Root => Command::new(rig::phasebox_bin()),
+                Who::User => rig::as_rig_user(rig::phasebox_bin()),
+            };
+            output(cmd.args(args))
+        };
+        let out = tool(&["ps"]);
+        assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
+        let row = stdout(&out)
+            .lines()
+            .find(|l| l.ends_with(&format!("{package} test phase")))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{mode} {who:?}: not listed:\n{}", stdout(&out)));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1], mode, "{mode} {who:?}: {row}");
+        assert!(cells[3].parse::<u32>().is_ok(), "{mode} {who:?}: no PID in {row}");
+        let out = tool(&["stop", &package]);
+        assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), format!("stopped {}\n", cells[0]), "{mode} {who:?}");
+        let status =
+            exit_status_within(&mut child.0, 15.0).expect("the stopped phase's phasebox did not end");
+        assert_eq!(status.code(), Some(143), "{mode} {who:?}");
+        assert!(within(2.0, || sleeping(&marker).is_empty()), "{mode} {who:?}: the phase survived");
+        let out = tool(&["stop", &package]);
+        assert_eq!(code(&out), 1, "{mode} {who:?}: a stopped phase was found again");
+    }
+}
+
+/// A phasebox that a failing test must not leave running (its phase dies with it).
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -395,6 +395,7 @@ fn checked_in_interfaces_match_the_live_systemd() {
     };
     let mut live = common::interfaces::flatten(&introspect("/org/freedesktop/systemd1"));
     live.extend(common::interfaces::flatten(&introspect("/org/freedesktop/systemd1/unit/dbus_2eservice")));
+    live.extend(common::interfaces::flatten(&introspect("/org/freedesktop/systemd1/unit/init_2escope")));
     let ours = common::interfaces::ours();
     assert!(!ours.is_empty());
     for (member, signature) in &ours {

@@ -42,6 +42,7 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
         );
     }
     let Some(manager) = scope else {
+        let _listed = crate::running::register(&plan.description);
         // Without systemd nothing else needs this process: it isolates itself.
         return conclude(isolate(&plan, Orphans::Untracked), None, "");
     };

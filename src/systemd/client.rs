@@ -8,7 +8,7 @@ use zbus::fdo::{PropertiesChangedStream, PropertiesProxy};
 use zbus::proxy::CacheProperties;
 
 use super::properties::Property;
-use super::proxies::{JobRemovedStream, ManagerProxy, ServiceProxy, UnitProxy};
+use super::proxies::{JobRemovedStream, ListedUnit, ManagerProxy, ScopeProxy, ServiceProxy, UnitProxy};
 use super::unit_name;
 use super::{Disconnected, Manager, is_disconnect, is_reply};
 
@@ -153,6 +153,22 @@ impl Client {
 
     pub async fn unit(&self, unit: &str) -> Result<UnitProxy<'static>> {
         Ok(UnitProxy::builder(&self.connection)
+            .path(unit_name::object_path(unit))
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?)
+    }
+
+    /// phasebox's units loaded in this manager (ListUnitsByPatterns).
+    pub async fn phase_units(&self) -> Result<Vec<ListedUnit>> {
+        self.manager
+            .list_units_by_patterns(&[], &["phasebox-*.service", "phasebox-*.scope"])
+            .await
+            .context("listing phasebox's units")
+    }
+
+    pub async fn scope(&self, unit: &str) -> Result<ScopeProxy<'static>> {
+        Ok(ScopeProxy::builder(&self.connection)
             .path(unit_name::object_path(unit))
             .cache_properties(CacheProperties::No)
             .build()

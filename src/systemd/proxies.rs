@@ -5,6 +5,11 @@
 use zbus::proxy;
 use zbus::{OwnedObjectPath, Variant as Value};
 
+/// One entry of ListUnitsByPatterns: name, description, load, active and sub state,
+/// the unit it follows, its object, and its job (id, type, object).
+pub type ListedUnit =
+    (String, String, String, String, String, String, OwnedObjectPath, u32, String, OwnedObjectPath);
+
 #[proxy(
     interface = "org.freedesktop.systemd1.Manager",
     default_service = "org.freedesktop.systemd1",
@@ -23,6 +28,10 @@ pub trait Manager {
     ) -> zbus::Result<OwnedObjectPath>;
 
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// Loaded units whose names match PATTERNS, in any of STATES (all when empty):
+    /// name, description, load, active and sub state, following, object, job.
+    fn list_units_by_patterns(&self, states: &[&str], patterns: &[&str]) -> zbus::Result<Vec<ListedUnit>>;
 
     /// The object of a loaded unit; NoSuchUnit once a transient unit is collected.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
@@ -49,6 +58,13 @@ pub trait Unit {
 
     #[zbus(property(emits_changed_signal = "false"))]
     fn active_state(&self) -> zbus::Result<String>;
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn description(&self) -> zbus::Result<String>;
+
+    /// When the unit last became active, in µs since the epoch.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn active_enter_timestamp(&self) -> zbus::Result<u64>;
 }
 
 #[proxy(interface = "org.freedesktop.systemd1.Service", default_service = "org.freedesktop.systemd1")]
@@ -64,6 +80,30 @@ pub trait Service {
     /// "success", "exit-code", "signal", "core-dump", "timeout", "oom-kill", "resources", ...
     #[zbus(property(emits_changed_signal = "false"))]
     fn result(&self) -> zbus::Result<String>;
+
+    #[zbus(property(emits_changed_signal = "false"), name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+
+    /// u64::MAX when not counted.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn tasks_current(&self) -> zbus::Result<u64>;
+
+    /// u64::MAX when not counted.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn memory_current(&self) -> zbus::Result<u64>;
+}
+
+#[proxy(interface = "org.freedesktop.systemd1.Scope", default_service = "org.freedesktop.systemd1")]
+pub trait Scope {
+    /// The scope's cgroup, below the hierarchy's root.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn control_group(&self) -> zbus::Result<String>;
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn tasks_current(&self) -> zbus::Result<u64>;
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn memory_current(&self) -> zbus::Result<u64>;
 }
 
 /// The D-Bus signatures of the Rust types the proxies above use, member by member
@@ -94,6 +134,11 @@ pub fn member_signatures() -> Vec<(&'static str, &'static str, String)> {
         ),
         (
             "org.freedesktop.systemd1.Manager",
+            "ListUnitsByPatterns",
+            format!("{}{}->{}", sig::<&[&str]>(), sig::<&[&str]>(), sig::<Vec<ListedUnit>>()),
+        ),
+        (
+            "org.freedesktop.systemd1.Manager",
             "GetUnit",
             format!("{}->{}", sig::<&str>(), sig::<OwnedObjectPath>()),
         ),
@@ -111,8 +156,16 @@ pub fn member_signatures() -> Vec<(&'static str, &'static str, String)> {
         ("org.freedesktop.systemd1.Unit", "Ref", String::new()),
         ("org.freedesktop.systemd1.Unit", "Unref", String::new()),
         ("org.freedesktop.systemd1.Unit", "ActiveState", sig::<String>()),
+        ("org.freedesktop.systemd1.Unit", "Description", sig::<String>()),
+        ("org.freedesktop.systemd1.Unit", "ActiveEnterTimestamp", sig::<u64>()),
         ("org.freedesktop.systemd1.Service", "ExecMainCode", sig::<i32>()),
         ("org.freedesktop.systemd1.Service", "ExecMainStatus", sig::<i32>()),
         ("org.freedesktop.systemd1.Service", "Result", sig::<String>()),
+        ("org.freedesktop.systemd1.Service", "MainPID", sig::<u32>()),
+        ("org.freedesktop.systemd1.Service", "TasksCurrent", sig::<u64>()),
+        ("org.freedesktop.systemd1.Service", "MemoryCurrent", sig::<u64>()),
+        ("org.freedesktop.systemd1.Scope", "ControlGroup", sig::<String>()),
+        ("org.freedesktop.systemd1.Scope", "TasksCurrent", sig::<u64>()),
+        ("org.freedesktop.systemd1.Scope", "MemoryCurrent", sig::<u64>()),
     ]
 }

@@ -1,0 +1,94 @@
+//! `phasebox ps`: the running phases as a table.
+
+use crate::report::{bytes, seconds};
+use crate::running::{self, Running};
+use crate::systemd::Manager;
+
+pub fn print() -> u8 {
+    let (mut phases, unreachable) = running::list();
+    phases.sort_by_key(|p| p.since_micros);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
+    print!("{}", render(&phases, now as u64));
+    for why in &unreachable {
+        eprintln!("phasebox: {why}");
+    }
+    if unreachable.is_empty() { 0 } else { 1 }
+}
+
+fn render(phases: &[Running], now_micros: u64) -> String {
+    let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
+    let mut rows =
+        vec![["UNIT", "BACKEND", "MANAGER", "PID", "TASKS", "MEMORY", "RUNTIME", "PHASE"].map(String::from)];
+    for phase in phases {
+        let manager = match phase.manager {
+            Some(Manager::System) => "system",
+            Some(Manager::User) => "user",
+            None => "-",
+        };
+        let runtime = phase.since_micros.map(|since| seconds(now_micros.saturating_sub(since) as f64 / 1e6));
+        rows.push([
+            phase.id.clone(),
+            phase.backend.to_string(),
+            manager.to_string(),
+            optional(phase.main_pid.map(|p| p.to_string())),
+            optional(phase.tasks.map(|t| t.to_string())),
+            optional(phase.memory_bytes.map(bytes)),
+            optional(runtime),
+            phase.description.strip_prefix("phasebox: ").unwrap_or(&phase.description).to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> =
+            row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_row_per_phase_under_a_header() {
+        let phase = Running {
+            id: "phasebox-app-misc-foo-1-test-0a1b2c3d.service".into(),
+            manager: Some(Manager::System),
+            backend: "service",
+            description: "phasebox: app-misc/foo-1 test phase".into(),
+            main_pid: Some(42),
+            tasks: Some(3),
+            memory_bytes: Some(2 << 20),
+            since_micros: Some(1_000_000),
+        };
+        let table = render(&[phase], 3_500_000);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(lines[0].starts_with("UNIT "), "{table}");
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "phasebox-app-misc-foo-1-test-0a1b2c3d.service",
+                "service",
+                "system",
+                "42",
+                "3",
+                "2.0M",
+                "2.500s",
+                "app-misc/foo-1",
+                "test",
+                "phase"
+            ]
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! `phasebox stop TARGET...`: stop running phases cleanly, as SIGTERM to their
+//! phasebox would: every process of the phase ends, and its phasebox reports it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::running::{self, Running};
+use crate::systemd::client::Client;
+
+/// An unshare phase gets the launcher's grace period and a little more to end.
+const UNSHARE_STOP_WITHIN: Duration = Duration::from_secs(crate::supervise::STOP_GRACE_SECONDS as u64 + 5);
+
+/// Stop every phase a target names: a unit (with or without its .service/.scope), an
+/// `unshare-PID` from `phasebox ps`, a package as CAT/PF, or all its versions as CAT/PN.
+pub fn stop(targets: &[String]) -> Result<()> {
+    let (phases, unreachable) = running::list();
+    for target in targets {
+        let chosen: Vec<&Running> = phases.iter().filter(|p| names(p, target)).collect();
+        if chosen.is_empty() {
+            let also =
+                if unreachable.is_empty() { String::new() } else { format!(" ({})", unreachable.join("; ")) };
+            bail!("no running phase matches {target}; `phasebox ps` lists them{also}");
+        }
+        for phase in chosen {
+            stop_one(phase).with_context(|| format!("stopping {}", phase.id))?;
+            println!("stopped {}", phase.id);
+        }
+    }
+    Ok(())
+}
+
+fn names(phase: &Running, target: &str) -> bool {
+    let stem = phase.id.strip_suffix(".service").or_else(|| phase.id.strip_suffix(".scope"));
+    if phase.id == target || stem == Some(target) {
+        return true;
+    }
+    let Some(package) = phase.package().and_then(|p| crate::policy::package::Package::parse(p).ok()) else {
+        return false;
+    };
+    target == format!("{}/{}", package.category, package.pf)
+        || target == format!("{}/{}", package.category, package.pn())
+}
+
+/// Whether PID is alive: not gone, and not a zombie waiting for its parent.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+fn stop_one(phase: &Running) -> Result<()> {
+    match (phase.manager, phase.main_pid) {
+        (Some(manager), _) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(async { Client::connect(manager).await?.stop(&phase.id).await })
+        }
+        (None, Some(pid)) => {
+            // The launcher stops its phase on SIGTERM, and exits once all of it is gone.
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGTERM)
+                .with_context(|| format!("signalling its phasebox, PID {pid}"))?;
+            let deadline = Instant::now() + UNSHARE_STOP_WITHIN;
+            while running(pid) {
+                if Instant::now() > deadline {
+                    bail!("its phasebox (PID {pid}) did not end within {} s", UNSHARE_STOP_WITHIN.as_secs());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        }
+        (None, None) => bail!("it has no process to signal"),
+    }
+}

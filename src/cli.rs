@@ -18,7 +18,7 @@ pub struct Cli {
 pub enum Command {
     /// Run COMMAND in a sandbox (a transient systemd service or scope, or namespaces
     /// alone) and exit with its status.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the per-phase policy that `run --phase` applies: portage's decisions,
     /// changed by the ebuild's PROPERTIES/RESTRICT and by the config file.
     Policy(PolicyArgs),

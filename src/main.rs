@@ -4,7 +4,7 @@ use phasebox::{cli, doctor, generate, inner, policy, ps, report, run, stop};
 
 fn main() -> ExitCode {
     let code = match cli::parse().command {
-        cli::Command::Run(args) => run::run(args),
+        cli::Command::Run(args) => run::run(*args),
         cli::Command::Policy(args) => match policy::print(&args) {
             Ok(()) => 0,
             Err(error) => report::fail(&error.into()),

@@ -60,10 +60,7 @@ pub fn list() -> (Vec<Running>, Vec<String>) {
 }
 
 fn units_of(manager: Manager) -> Result<Vec<Running>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::systemd::runtime()?;
     runtime.block_on(async {
         tokio::time::timeout(ASK_WITHIN, ask(manager)).await.with_context(|| {
             format!("the {} manager did not answer within {} s", name(manager), ASK_WITHIN.as_secs())

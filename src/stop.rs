@@ -51,10 +51,7 @@ fn running(pid: u32) -> bool {
 fn stop_one(phase: &Running) -> Result<()> {
     match (phase.manager, phase.main_pid) {
         (Some(manager), _) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = crate::systemd::runtime()?;
             runtime.block_on(async { Client::connect(manager).await?.stop(&phase.id).await })
         }
         (None, Some(pid)) => {

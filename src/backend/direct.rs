@@ -54,9 +54,13 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
     let isolator = crate::supervise::spawn_forwarding(move || {
         // Only the launcher may hold the "go" pipe's write end, or EOF never comes.
         let _ = nix::unistd::close(go_write_fd);
-        let findings = match wait_for_go(go_read) {
-            Ok(()) => isolate(plan_ref, Orphans::Cgroup),
-            Err(findings) => findings,
+        let findings = if started(go_read) {
+            isolate(plan_ref, Orphans::Cgroup)
+        } else {
+            Findings {
+                setup_error: Some("the launcher did not start the phase".into()),
+                ..Findings::default()
+            }
         };
         let _ = File::from(findings_write).write_all(findings.encode().as_bytes());
         // SAFETY: end the child without the parent's destructors.
@@ -95,12 +99,8 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
 }
 
 /// In the forked process: wait until the launcher has put us in the scope.
-fn wait_for_go(mut go: File) -> Result<(), Findings> {
-    let mut byte = [0u8];
-    go.read_exact(&mut byte).map_err(|_| Findings {
-        setup_error: Some("the launcher did not start the phase".into()),
-        ..Findings::default()
-    })
+fn started(mut go: File) -> bool {
+    go.read_exact(&mut [0u8]).is_ok()
 }
 
 /// Apply what systemd would have to a service's process, isolate, run the command.

@@ -93,10 +93,7 @@ fn announce_unit(heading: &str, properties: &[Property]) {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::from(anyhow::Error::new(e).context("starting the async runtime")))
+    Ok(crate::systemd::runtime()?)
 }
 
 /// Turn what the phase's supervisor found into the outcome, or into phasebox's

@@ -104,7 +104,7 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     let hint = format!(" See `{journal}`.");
     let Some(status) = status else {
         // Collected while the bus was away: the inner mode's word is all there is.
-        return Ok(conclude(findings, None, &hint)?);
+        return conclude(findings, None, &hint);
     };
     let outcome = conclude(findings, Termination::from_cld(status.code, status.status), &hint)?;
     Ok(Outcome { limit: Limit::from_result(&status.result), ..outcome })

@@ -31,10 +31,7 @@ pub fn gather() -> Result<Facts> {
     // The probes fork: do it while this process has a single thread, before the
     // async runtime exists.
     let namespaces = namespaces(uid, portage.uid.unwrap_or(NOBODY))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::systemd::runtime()?;
     Ok(Facts {
         uid,
         manager,

@@ -65,11 +65,8 @@ pub fn text(facts: &Facts, assessment: &Assessment, config: &str) -> String {
     let _ = writeln!(out, "{:<19}{portage}", "portage user");
 
     let _ = writeln!(out, "\nphases with --mode auto (policy config: {config}; * by systemd, ! missing)");
-    let _ = writeln!(
-        out,
-        "{:<10} {:<11} {:<17} {:<11} {}",
-        "PHASE", "MODE", "ISOLATIONS", "--keep-fds", "ISOLATIONS"
-    );
+    let _ =
+        writeln!(out, "{:<10} {:<11} {:<17} {:<11} ISOLATIONS", "PHASE", "MODE", "ISOLATIONS", "--keep-fds");
     for phase in &assessment.phases {
         let _ = writeln!(
             out,

@@ -67,6 +67,12 @@ pub fn is_disconnect(error: &anyhow::Error) -> bool {
     })
 }
 
+/// The single-threaded async runtime every D-Bus conversation runs on. (phasebox
+/// forks and creates namespaces: it must stay a single-threaded process.)
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+}
+
 /// Connect to the bus of the chosen service manager.
 pub async fn connect(manager: Manager) -> Result<zbus::Connection> {
     let connection = match manager {

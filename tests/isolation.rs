@@ -526,6 +526,16 @@ fn bad_input_is_refused_in_one_line_with_125_or_passed_through_exactly() {
             cmd.output().unwrap_or_else(|e| panic!("{mode} {who:?}: spawning with 10,000 arguments: {e}"));
         assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
         assert_eq!(stdout(&out), "10000 a0 a9999 1048576\n", "{mode} {who:?}");
+        // Arguments that are not UTF-8 arrive byte for byte.
+        let odd: std::ffi::OsString =
+            std::os::unix::ffi::OsStringExt::from_vec(b"caf\xe9 \xff\x80\x01".to_vec());
+        let mut cmd = match who {
+            Who::Root => phasebox(&["--mode", mode, "sh", "-c", "printf %s \"$1\"", "sh"]),
+            Who::User => phasebox_as_user(&["--mode", mode, "sh", "-c", "printf %s \"$1\"", "sh"]),
+        };
+        let out = output(cmd.arg(&odd));
+        assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
+        assert_eq!(out.stdout, b"caf\xe9 \xff\x80\x01", "{mode} {who:?}");
     }
     // A working directory that no longer exists.
     let gone = std::env::temp_dir().join(format!("phasebox-gone-{}", std::process::id()));

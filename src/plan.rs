@@ -86,27 +86,29 @@ impl Plan {
         // The limit flags are properties too, checked and refused the same way.
         let mut assignments: Vec<(String, String)> =
             args.properties.iter().map(|text| (text.clone(), format!("-p {text}"))).collect();
-        let mut timeout = None;
         for (flag, property, value) in [
             ("--memory-max", "MemoryMax", &args.memory_max),
             ("--cpu-quota", "CPUQuota", &args.cpu_quota),
             ("--tasks-max", "TasksMax", &args.tasks_max),
-            ("--timeout", "RuntimeMaxSec", &args.timeout),
         ] {
-            let Some(value) = value else { continue };
-            if property == "RuntimeMaxSec" {
+            if let Some(value) = value {
+                assignments.push((format!("{property}={value}"), format!("{flag} {value}")));
+            }
+        }
+        let timeout = match &args.timeout {
+            Some(value) => {
                 let usec = crate::value_syntax::timespan_usec(value).with_context(|| {
                     format!("--timeout {value}: not a duration (like 90, 30min, 1h 30min)")
                 })?;
-                timeout = Some(std::time::Duration::from_micros(usec));
-                if !matches!(backend, Backend::Service(_)) {
-                    // systemd would stop a scope from outside, unseen: phasebox times
-                    // the phase itself, as it stops it on SIGTERM.
-                    continue;
+                // systemd would stop a scope from outside, unseen: there phasebox times
+                // the phase itself, as it stops it on SIGTERM.
+                if matches!(backend, Backend::Service(_)) {
+                    assignments.push((format!("RuntimeMaxSec={value}"), format!("--timeout {value}")));
                 }
+                Some(std::time::Duration::from_micros(usec))
             }
-            assignments.push((format!("{property}={value}"), format!("{flag} {value}")));
-        }
+            None => None,
+        };
         let report =
             match &args.report {
                 Some(path) => {

@@ -1,5 +1,6 @@
 //! `phasebox ps`: the running phases as a table.
 
+use crate::report::columns::{align, or_dash};
 use crate::report::{bytes, seconds};
 use crate::running::{self, Running};
 use crate::systemd::Manager;
@@ -17,41 +18,23 @@ pub fn print() -> u8 {
 }
 
 fn render(phases: &[Running], now_micros: u64) -> String {
-    let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     let mut rows =
         vec![["UNIT", "BACKEND", "MANAGER", "PID", "TASKS", "MEMORY", "RUNTIME", "PHASE"].map(String::from)];
     for phase in phases {
-        let manager = match phase.manager {
-            Some(Manager::System) => "system",
-            Some(Manager::User) => "user",
-            None => "-",
-        };
+        let manager = phase.manager.map_or("-", Manager::name);
         let runtime = phase.since_micros.map(|since| seconds(now_micros.saturating_sub(since) as f64 / 1e6));
         rows.push([
             phase.id.clone(),
             phase.backend.to_string(),
             manager.to_string(),
-            optional(phase.main_pid.map(|p| p.to_string())),
-            optional(phase.tasks.map(|t| t.to_string())),
-            optional(phase.memory_bytes.map(bytes)),
-            optional(runtime),
+            or_dash(phase.main_pid.map(|p| p.to_string())),
+            or_dash(phase.tasks.map(|t| t.to_string())),
+            or_dash(phase.memory_bytes.map(bytes)),
+            or_dash(runtime),
             phase.description.strip_prefix("phasebox: ").unwrap_or(&phase.description).to_string(),
         ]);
     }
-    let mut widths = [0usize; 8];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let cells: Vec<String> =
-            row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    align(&rows, 0)
 }
 
 #[cfg(test)]

@@ -63,16 +63,9 @@ fn units_of(manager: Manager) -> Result<Vec<Running>> {
     let runtime = crate::systemd::runtime()?;
     runtime.block_on(async {
         tokio::time::timeout(ASK_WITHIN, ask(manager)).await.with_context(|| {
-            format!("the {} manager did not answer within {} s", name(manager), ASK_WITHIN.as_secs())
+            format!("the {} manager did not answer within {} s", manager.name(), ASK_WITHIN.as_secs())
         })?
     })
-}
-
-fn name(manager: Manager) -> &'static str {
-    match manager {
-        Manager::System => "system",
-        Manager::User => "user",
-    }
 }
 
 async fn ask(manager: Manager) -> Result<Vec<Running>> {

@@ -150,8 +150,10 @@ pub async fn start_negotiating(
     loop {
         let properties = properties_for(split)?;
         if verbose {
-            let on = if client.kind == Manager::System { "system" } else { "user" };
-            super::announce_unit(&format!("starting {unit} on the {on} manager"), &properties);
+            super::announce_unit(
+                &format!("starting {unit} on the {} manager", client.kind.name()),
+                &properties,
+            );
         }
         match client.start(unit, &properties).await {
             Ok(job) => return Ok(job),
@@ -171,7 +173,6 @@ pub async fn start_negotiating(
     }
 }
 
-/// The D-Bus error name and text of a failed call, however zbus wraps it.
 /// The isolation whose property an older systemd did not know.
 fn refused_isolation(error: &zbus::Error) -> Option<Kind> {
     let (name, text) = error_reply(error)?;

@@ -202,7 +202,7 @@ fn advice(facts: &Facts, problems: &[Finding]) -> Vec<Finding> {
             problem: format!(
                 "systemd runs but its {} manager can't be reached ({why}): phases run in unshare mode, \
                  without systemd's accounting and resource limits",
-                manager_name(facts.manager)
+                facts.manager.name()
             ),
             fix: manager_fix(facts, facts.manager),
         };
@@ -241,13 +241,6 @@ fn advice(facts: &Facts, problems: &[Finding]) -> Vec<Finding> {
         });
     }
     advice
-}
-
-fn manager_name(manager: Manager) -> &'static str {
-    match manager {
-        Manager::System => "system",
-        Manager::User => "user",
-    }
 }
 
 /// How to make a manager reachable: a bus socket first, then an answer on it.

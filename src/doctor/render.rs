@@ -209,7 +209,7 @@ pub fn json(facts: &Facts, assessment: &Assessment) -> Result<String> {
     };
     let report = json!({
         "uid": facts.uid,
-        "manager": match facts.manager { Manager::System => "system", Manager::User => "user" },
+        "manager": facts.manager.name(),
         "systemd": {
             "running": facts.systemd_running,
             "system": manager(&facts.system),

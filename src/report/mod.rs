@@ -1,6 +1,7 @@
 //! What phasebox tells the user at the end: the orphans it killed, the limit that
 //! ended the phase, a summary line, the --report record, and the status it exits with.
 
+pub mod columns;
 pub mod table;
 
 use std::io::Write;

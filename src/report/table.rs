@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::columns::{align, or_dash};
 use super::{Record, bytes, seconds};
 
 pub fn print(path: &Path) -> Result<()> {
@@ -28,7 +29,6 @@ fn parse(text: &str) -> Result<Vec<Record>> {
 
 fn render(mut records: Vec<Record>) -> String {
     records.sort_by(|a, b| b.wall_seconds.total_cmp(&a.wall_seconds));
-    let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     let mut rows: Vec<[String; 9]> = vec![[
         "WALL".into(),
         "CPU".into(),
@@ -53,10 +53,10 @@ fn render(mut records: Vec<Record>) -> String {
             .collect();
         rows.push([
             seconds(record.wall_seconds),
-            optional(record.cpu_seconds().map(seconds)),
-            optional(record.memory_peak_bytes.map(bytes)),
-            optional(record.io_read_bytes.map(bytes)),
-            optional(record.io_write_bytes.map(bytes)),
+            or_dash(record.cpu_seconds().map(seconds)),
+            or_dash(record.memory_peak_bytes.map(bytes)),
+            or_dash(record.io_read_bytes.map(bytes)),
+            or_dash(record.io_write_bytes.map(bytes)),
             record.orphans.len().to_string(),
             record.ending(),
             record.backend.clone(),
@@ -68,7 +68,7 @@ fn render(mut records: Vec<Record>) -> String {
     rows.push([
         seconds(sum(|r| Some(r.wall_seconds))),
         seconds(sum(Record::cpu_seconds)),
-        optional(records.iter().filter_map(|r| r.memory_peak_bytes).max().map(bytes)),
+        or_dash(records.iter().filter_map(|r| r.memory_peak_bytes).max().map(bytes)),
         bytes(total(|r| r.io_read_bytes)),
         bytes(total(|r| r.io_write_bytes)),
         records.iter().map(|r| r.orphans.len()).sum::<usize>().to_string(),
@@ -76,28 +76,8 @@ fn render(mut records: Vec<Record>) -> String {
         String::new(),
         format!("total of {} phases", records.len()),
     ]);
-    let mut widths = [0usize; 9];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            // Numbers right-aligned, words left-aligned; the last column unpadded.
-            let cell = match i {
-                0..=5 => format!("{cell:>width$}  "),
-                8 => cell.clone(),
-                _ => format!("{cell:<width$}  "),
-            };
-            line.push_str(&cell);
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    // The six figures right-aligned, the words left-aligned.
+    align(&rows, 6)
 }
 
 #[cfg(test)]

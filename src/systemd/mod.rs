@@ -15,6 +15,22 @@ pub enum Manager {
 }
 
 impl Manager {
+    /// "system" or "user", as people and reports name the manager.
+    pub fn name(self) -> &'static str {
+        match self {
+            Manager::System => "system",
+            Manager::User => "user",
+        }
+    }
+
+    /// "system" or "session": the bus this manager is reached on.
+    pub fn bus(self) -> &'static str {
+        match self {
+            Manager::System => "system",
+            Manager::User => "session",
+        }
+    }
+
     pub fn connect_hint(self) -> &'static str {
         match self {
             Manager::System => {
@@ -79,11 +95,6 @@ pub async fn connect(manager: Manager) -> Result<zbus::Connection> {
         Manager::System => zbus::Connection::system().await,
         Manager::User => zbus::Connection::session().await,
     };
-    connection.with_context(|| {
-        format!(
-            "cannot connect to the {} bus: {}",
-            if manager == Manager::System { "system" } else { "session" },
-            manager.connect_hint()
-        )
-    })
+    connection
+        .with_context(|| format!("cannot connect to the {} bus: {}", manager.bus(), manager.connect_hint()))
 }

@@ -9,7 +9,7 @@ use zbus::fdo::PropertiesChangedStream;
 
 use super::StopRequests;
 use crate::systemd::client::{Client, RECONNECT_WITHIN};
-use crate::systemd::{Manager, is_disconnect, is_reply};
+use crate::systemd::{is_disconnect, is_reply};
 
 const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
 
@@ -37,10 +37,7 @@ pub async fn follow(
             Err(Lost::Other(error)) => return Err(error),
             Err(Lost::Connection) => {}
         }
-        let bus = match client.kind {
-            Manager::System => "system",
-            Manager::User => "session",
-        };
+        let bus = client.kind.bus();
         if !quiet {
             eprintln!("phasebox: lost the connection to the {bus} bus while the phase ran; reconnecting");
         }

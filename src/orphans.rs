@@ -1,5 +1,6 @@
 //! The processes left in the phase's control group, listed by the inner mode once
-//! the command has ended and before systemd kills them.
+//! the command has ended and before systemd kills them; and the cgroup and /proc
+//! facts that finding and waiting for processes rely on.
 
 use std::path::{Path, PathBuf};
 
@@ -34,10 +35,21 @@ fn own_cgroup_dir() -> Result<PathBuf> {
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .context("this process is in no cgroup v2 hierarchy")?;
+    Ok(cgroup_v2_dir(path))
+}
+
+/// The directory of a cgroup (as systemd and /proc name it, from the hierarchy's
+/// root) in the cgroup v2 tree, on a unified or a hybrid host.
+pub fn cgroup_v2_dir(cgroup: &str) -> PathBuf {
     let root = if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
         Path::new("/sys/fs/cgroup")
     } else {
         Path::new("/sys/fs/cgroup/unified")
     };
-    Ok(root.join(path.trim_start_matches('/')))
+    root.join(cgroup.trim_start_matches('/'))
+}
+
+/// Whether a /proc/PID/stat text is a zombie's: already dead, waiting to be reaped.
+pub fn is_zombie(stat: &str) -> bool {
+    stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
 }

@@ -107,12 +107,10 @@ async fn ask(manager: Manager) -> Result<Vec<Running>> {
 }
 
 /// The oldest (lowest-numbered) process of a scope's cgroup: the phase's own, which
-/// phasebox forked. Looked up in the unified hierarchy, or systemd's own (hybrid).
+/// phasebox forked.
 fn first_process(cgroup: &str) -> Option<u32> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"].iter().find_map(|root| {
-        let procs = std::fs::read_to_string(format!("{root}{cgroup}/cgroup.procs")).ok()?;
-        procs.lines().filter_map(|l| l.parse().ok()).min()
-    })
+    let procs = std::fs::read_to_string(crate::orphans::cgroup_v2_dir(cgroup).join("cgroup.procs")).ok()?;
+    procs.lines().filter_map(|l| l.parse().ok()).min()
 }
 
 /// What an unshare-mode launcher says of its phase while it runs.

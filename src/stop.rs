@@ -44,8 +44,7 @@ fn names(phase: &Running, target: &str) -> bool {
 
 /// Whether PID is alive: not gone, and not a zombie waiting for its parent.
 fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !crate::orphans::is_zombie(&stat))
 }
 
 fn stop_one(phase: &Running) -> Result<()> {

@@ -68,7 +68,7 @@ impl OuterProc {
             }
             let Some(stat) = self.read(&format!("{pid}/stat")) else { continue };
             // Zombies are already dead: only live processes are orphans to kill.
-            if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+            if crate::orphans::is_zombie(&stat) {
                 continue;
             }
             let comm =

@@ -79,7 +79,7 @@ impl CallerContext {
                 e.u32(*s);
             })
             .list(&self.expected, |e, x| {
-                e.bytes(x.kind.tag().as_bytes()).u64(x.launcher_ns.dev).u64(x.launcher_ns.ino);
+                e.bytes(x.kind.tag().as_bytes()).u64(x.launcher_ns.0);
             })
             .bool(self.unshare.network)
             .bool(self.unshare.ipc)
@@ -117,7 +117,7 @@ impl CallerContext {
             expected: d.list(|d| {
                 let tag = String::from_utf8_lossy(d.bytes()?).into_owned();
                 let kind = Kind::from_tag(&tag).with_context(|| format!("unknown namespace {tag}"))?;
-                Ok(Expected { kind, launcher_ns: NsId { dev: d.u64()?, ino: d.u64()? } })
+                Ok(Expected { kind, launcher_ns: NsId(d.u64()?) })
             })?,
             unshare: Set { network: d.bool()?, ipc: d.bool()?, uts: d.bool()?, pid: d.bool()? },
             loopback_addresses: d.bool()?,
@@ -150,8 +150,8 @@ impl CallerContext {
                 blocked_signals: vec![10, 12],
             },
             expected: vec![
-                Expected { kind: Kind::Network, launcher_ns: NsId { dev: 4, ino: 1 } },
-                Expected { kind: Kind::Ipc, launcher_ns: NsId { dev: 4, ino: 2 } },
+                Expected { kind: Kind::Network, launcher_ns: NsId(1) },
+                Expected { kind: Kind::Ipc, launcher_ns: NsId(2) },
             ],
             unshare: Set { uts: true, pid: true, ..Set::default() },
             loopback_addresses: true,

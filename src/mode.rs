@@ -113,9 +113,7 @@ fn state_a_service_loses(manager: Manager) -> Option<String> {
     {
         return Some("the caller is in a chroot".into());
     }
-    let mnt = |pid: &str| {
-        std::fs::metadata(format!("/proc/{pid}/ns/mnt")).ok().map(|m| NsId { dev: m.dev(), ino: m.ino() })
-    };
+    let mnt = |pid: &str| NsId::of_link(&format!("/proc/{pid}/ns/mnt")).ok();
     match (mnt("self"), mnt("1")) {
         (Some(ours), Some(systemds)) if ours != systemds => {
             Some("the caller is in another mount namespace than systemd".into())

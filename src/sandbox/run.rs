@@ -255,14 +255,12 @@ mod tests {
     #[test]
     fn an_isolation_is_missing_when_the_namespace_is_the_launchers() {
         let mut host = FakeHost::new(true);
-        host.namespaces =
-            vec![(Kind::Network, NsId { dev: 4, ino: 1 }), (Kind::Ipc, NsId { dev: 4, ino: 9 })];
+        host.namespaces = vec![(Kind::Network, NsId(1)), (Kind::Ipc, NsId(9))];
         assert_eq!(missing_isolations(&context(), &host), [Kind::Network]);
-        host.namespaces =
-            vec![(Kind::Network, NsId { dev: 4, ino: 8 }), (Kind::Ipc, NsId { dev: 4, ino: 9 })];
+        host.namespaces = vec![(Kind::Network, NsId(8)), (Kind::Ipc, NsId(9))];
         assert!(missing_isolations(&context(), &host).is_empty());
         // A namespace that can't be read counts as missing: never assume isolation.
-        host.namespaces = vec![(Kind::Ipc, NsId { dev: 4, ino: 9 })];
+        host.namespaces = vec![(Kind::Ipc, NsId(9))];
         assert_eq!(missing_isolations(&context(), &host), [Kind::Network]);
     }
 

@@ -3,6 +3,8 @@
 //! orphan reaped along the way.
 
 use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -142,9 +144,11 @@ pub fn spawn_forwarding(child: impl FnOnce()) -> nix::Result<Pid> {
 }
 
 /// Start the command and wait for it. As a namespace's PID 1 (`reap_all`), also
-/// reap every orphan that is reparented here meanwhile.
-pub fn run_command(context: &CallerContext, reap_all: bool) -> Termination {
-    match spawn_forwarding(|| exec_command(context)) {
+/// reap every orphan that is reparented here meanwhile. With a gate, the command
+/// is forked at once but runs only once the gate opens.
+pub fn run_command(context: &CallerContext, reap_all: bool, gate: Option<Gate>) -> Termination {
+    let exec = Exec::prepare(context);
+    match spawn_forwarding(|| exec.run(gate)) {
         Ok(child) => wait_for(child, reap_all),
         Err(error) => {
             eprintln!("phasebox: cannot fork: {error}");
@@ -152,6 +156,10 @@ pub fn run_command(context: &CallerContext, reap_all: bool) -> Termination {
         }
     }
 }
+
+/// What the launcher writes one byte to once the command may run; closing it
+/// unwritten (the launcher could not finish setting up) means it never runs.
+pub struct Gate(pub File);
 
 /// Wait for `child`; with `reap_all`, reap any other child that ends meanwhile.
 pub fn wait_for(child: Pid, reap_all: bool) -> Termination {
@@ -173,34 +181,64 @@ pub fn wait_for(child: Pid, reap_all: bool) -> Termination {
 
 /// The caller's signal dispositions and mask, then execve; on failure, exit 126/127.
 pub fn exec_command(context: &CallerContext) -> ! {
-    // systemd starts services with SIGPIPE ignored, and this process forwards
-    // signals: the command gets the caller's dispositions instead.
-    for signal in Signal::iterator() {
-        if signal == Signal::SIGKILL || signal == Signal::SIGSTOP {
-            continue;
-        }
-        let handler = if context.caller.ignored_signals.contains(&(signal as i32 as u32)) {
-            SigHandler::SigIgn
-        } else {
-            SigHandler::SigDfl
-        };
-        // SAFETY: installing SIG_DFL/SIG_IGN is always sound.
-        let _ = unsafe { sigaction(signal, &SigAction::new(handler, SaFlags::empty(), SigSet::empty())) };
-    }
-    let mask: SigSet =
-        context.caller.blocked_signals.iter().filter_map(|&s| Signal::try_from(s as i32).ok()).collect();
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
+    Exec::prepare(context).run(None)
+}
 
-    let cstring = |b: &[u8]| CString::new(b).unwrap_or_default();
-    let program = cstring(context.program.as_bytes());
-    let argv: Vec<CString> = context.argv.iter().map(|a| cstring(a.as_bytes())).collect();
-    let env: Vec<CString> = context.caller.env.iter().map(|e| cstring(e.as_bytes())).collect();
-    let error = nix::unistd::execve(&program, &argv, &env).unwrap_err();
-    let shown = context.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
-    eprintln!("phasebox: {shown}: {}", error.desc());
-    let code = if error == nix::errno::Errno::ENOENT { NOT_FOUND } else { NOT_EXECUTABLE };
-    // SAFETY: leave the forked child without running the parent's destructors.
-    unsafe { libc::_exit(code as i32) }
+/// Everything execve needs, made before forking so the child only makes system calls.
+struct Exec<'a> {
+    context: &'a CallerContext,
+    program: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    mask: SigSet,
+}
+
+impl<'a> Exec<'a> {
+    fn prepare(context: &'a CallerContext) -> Exec<'a> {
+        let cstring = |b: &[u8]| CString::new(b).unwrap_or_default();
+        Exec {
+            context,
+            program: cstring(context.program.as_bytes()),
+            argv: context.argv.iter().map(|a| cstring(a.as_bytes())).collect(),
+            env: context.caller.env.iter().map(|e| cstring(e.as_bytes())).collect(),
+            mask: context
+                .caller
+                .blocked_signals
+                .iter()
+                .filter_map(|&s| Signal::try_from(s as i32).ok())
+                .collect(),
+        }
+    }
+
+    fn run(&self, gate: Option<Gate>) -> ! {
+        // systemd starts services with SIGPIPE ignored, and this process forwards
+        // signals: the command gets the caller's dispositions instead.
+        for signal in Signal::iterator() {
+            if signal == Signal::SIGKILL || signal == Signal::SIGSTOP {
+                continue;
+            }
+            let handler = if self.context.caller.ignored_signals.contains(&(signal as i32 as u32)) {
+                SigHandler::SigIgn
+            } else {
+                SigHandler::SigDfl
+            };
+            // SAFETY: installing SIG_DFL/SIG_IGN is always sound.
+            let _ = unsafe { sigaction(signal, &SigAction::new(handler, SaFlags::empty(), SigSet::empty())) };
+        }
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.mask), None);
+        if let Some(Gate(mut gate)) = gate
+            && gate.read_exact(&mut [0u8]).is_err()
+        {
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(PHASEBOX_FAILED as i32) }
+        }
+        let error = nix::unistd::execve(&self.program, &self.argv, &self.env).unwrap_err();
+        let shown = self.context.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+        eprintln!("phasebox: {shown}: {}", error.desc());
+        let code = if error == nix::errno::Errno::ENOENT { NOT_FOUND } else { NOT_EXECUTABLE };
+        // SAFETY: leave the forked child without running the parent's destructors.
+        unsafe { libc::_exit(code as i32) }
+    }
 }
 
 /// End this process the way the command ended, so systemd records the same status.

@@ -60,7 +60,7 @@ pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
             return findings;
         }
         let accepted = missing_kinds(&findings);
-        run_in_place(context, options, options.orphans, &accepted, &mut findings);
+        run_in_place(context, options, options.orphans, &accepted, None, &mut findings);
         return findings;
     }
     match run_as_pid1(context, options, &entered, &missing_kinds(&findings)) {
@@ -71,8 +71,8 @@ pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
 }
 
 /// Fork PID 1 of the new namespace, which runs the command and reports back. This
-/// process sets up lo and the hostname meanwhile; PID 1 waits for that before the
-/// command starts.
+/// process sets up lo and the hostname meanwhile; the command, forked and ready,
+/// waits for that only at its execve.
 fn run_as_pid1(
     context: &CallerContext,
     options: &Options,
@@ -81,7 +81,7 @@ fn run_as_pid1(
 ) -> Result<Findings> {
     let outer = OuterProc::open()?;
     let (mut read, write) = pipe()?;
-    let (mut ready_read, ready_write) = pipe()?;
+    let (ready_read, ready_write) = pipe()?;
     let ready_write_fd = ready_write.as_raw_fd();
     let own_proc = entered.mount;
     // The closure owns the write end: PID 1 writes to it, and this process closes
@@ -91,9 +91,9 @@ fn run_as_pid1(
         // Without our own /proc the namespace still holds; tools just see the host's.
         let own_proc = own_proc && mount_own_proc().is_ok();
         let mut nested = Findings::default();
-        if ready_read.read_exact(&mut [0u8]).is_ok() {
-            run_in_place(context, options, Orphans::Untracked, accepted, &mut nested);
-        }
+        // All but the command's execve is done while lo is being set up.
+        let gate = Some(supervise::Gate(ready_read));
+        run_in_place(context, options, Orphans::Untracked, accepted, gate, &mut nested);
         // Our own /proc shows at once whether anything but PID 1 is left; only then
         // look the survivors up by the PIDs the caller knows them by.
         if nested.termination.is_some() && !(own_proc && alone_in_namespace()) {
@@ -104,7 +104,7 @@ fn run_as_pid1(
         // whatever is left in the namespace.
         unsafe { libc::_exit(0) }
     })?;
-    // Closing the ready pipe unwritten tells PID 1 not to start the command.
+    // Closing the ready pipe unwritten tells the command not to start.
     let setup = finish(entered, &mut Linux);
     let mut ready = std::fs::File::from(ready_write);
     if setup.is_ok() {
@@ -141,6 +141,7 @@ fn run_in_place(
     options: &Options,
     orphans: Orphans,
     accepted: &[Kind],
+    gate: Option<supervise::Gate>,
     findings: &mut Findings,
 ) {
     if options.restore
@@ -160,7 +161,7 @@ fn run_in_place(
     if !accept_missing(context, findings, unapplied) {
         return;
     }
-    findings.termination = Some(supervise::run_command(context, orphans == Orphans::Untracked));
+    findings.termination = Some(supervise::run_command(context, orphans == Orphans::Untracked, gate));
     findings.usage = Some(crate::usage::Usage::of_waited_children());
     if orphans == Orphans::Cgroup {
         findings.orphans = crate::orphans::list_except_self().unwrap_or_default();

@@ -221,10 +221,14 @@ impl Caller {
     }
 }
 
-/// Signals whose disposition is SIG_IGN: a direct child would inherit that.
+/// Signals whose disposition is SIG_IGN: a direct child would inherit that. For
+/// SIGPIPE, which phasebox ignores itself, the caller's disposition at start-up.
 fn ignored_signals() -> Vec<u32> {
     (1..libc::SIGRTMIN())
         .filter(|&sig| {
+            if sig == libc::SIGPIPE {
+                return crate::startup::caller_ignores_sigpipe();
+            }
             let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
             // SAFETY: a NULL new action only queries the current one into `old`.
             let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };

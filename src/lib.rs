@@ -25,6 +25,7 @@ pub mod run;
 pub mod running;
 pub mod runtime_dir;
 pub mod sandbox;
+pub mod startup;
 pub mod stop;
 pub mod supervise;
 pub mod systemd;

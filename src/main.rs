@@ -1,9 +1,21 @@
-use std::process::ExitCode;
+// phasebox starts once per build phase: it does without std's runtime start-up
+// (see `startup` for what of it is done by hand instead).
+#![no_main]
 
-use phasebox::{cli, doctor, generate, inner, policy, ps, report, run, stop};
+use phasebox::{cli, doctor, exit, generate, inner, policy, ps, report, run, startup, stop};
 
-fn main() -> ExitCode {
-    let code = match cli::parse().command {
+/// The entry point, called by the C runtime.
+#[unsafe(no_mangle)]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    startup::prepare();
+    // A panic is phasebox's own failure, not a status of the command.
+    let code = std::panic::catch_unwind(dispatch).unwrap_or(exit::PHASEBOX_FAILED);
+    // exit() flushes stdout, as returning from std's main would.
+    std::process::exit(i32::from(code))
+}
+
+fn dispatch() -> u8 {
+    match cli::parse().command {
         cli::Command::Run(args) => run::run(*args),
         cli::Command::Policy(args) => match policy::print(&args) {
             Ok(()) => 0,
@@ -30,6 +42,5 @@ fn main() -> ExitCode {
             Ok(()) => 0,
             Err(error) => report::fail(&error.into()),
         },
-    };
-    ExitCode::from(code)
+    }
 }

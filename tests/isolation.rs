@@ -173,6 +173,40 @@ fn exit_statuses_are_exact() {
     }
 }
 
+/// The command gets the signals the caller ignored as ignored, and no others:
+/// phasebox itself ignores SIGPIPE and handles the signals it forwards.
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn the_command_ignores_exactly_the_signals_the_caller_ignored() {
+    let callers: [(&[i32], &str); 2] =
+        [(&[], "0000000000000000"), (&[libc::SIGPIPE, libc::SIGUSR2], "0000000000001800")];
+    for (mode, who) in cases() {
+        for (ignored, expected) in callers {
+            let args = ["--mode", mode, "grep", "SigIgn", "/proc/self/status"];
+            let mut cmd = match who {
+                Who::Root => phasebox(&args),
+                Who::User => phasebox_as_user(&args),
+            };
+            // SAFETY: only signal(2), in the forked child before it execs.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for &signal in ignored {
+                        libc::signal(signal, libc::SIG_IGN);
+                    }
+                    Ok(())
+                });
+            }
+            let out = output(&mut cmd);
+            assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
+            assert_eq!(
+                stdout(&out).trim(),
+                format!("SigIgn:\t{expected}"),
+                "{mode} {who:?} ignoring {ignored:?}"
+            );
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs the rig: run tests/run"]
 fn files_belong_to_the_caller() {

@@ -35,7 +35,9 @@ pub struct Options {
     pub orphans: Orphans,
 }
 
-pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
+/// Run the phase as `options` say. `started` is called once the command is about
+/// to run (with a PID namespace: while it starts, off its way).
+pub fn run_phase(context: &CallerContext, options: &Options, started: &mut dyn FnMut()) -> Findings {
     let mut host = Linux;
     let mut findings = Findings::default();
     if options.loopback_addresses
@@ -60,10 +62,11 @@ pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
             return findings;
         }
         let accepted = missing_kinds(&findings);
+        started();
         run_in_place(context, options, options.orphans, &accepted, None, &mut findings);
         return findings;
     }
-    match run_as_pid1(context, options, &entered, &missing_kinds(&findings)) {
+    match run_as_pid1(context, options, &entered, &missing_kinds(&findings), started) {
         Ok(nested) => findings.merge(nested),
         Err(error) => findings.setup_error = Some(format!("{error:#}")),
     }
@@ -78,6 +81,7 @@ fn run_as_pid1(
     options: &Options,
     entered: &Entered,
     accepted: &[Kind],
+    started: &mut dyn FnMut(),
 ) -> Result<Findings> {
     let outer = OuterProc::open()?;
     let (mut read, write) = pipe()?;
@@ -111,6 +115,9 @@ fn run_as_pid1(
         let _ = ready.write_all(&[1]);
     }
     drop(ready);
+    if setup.is_ok() {
+        started();
+    }
     let mut text = String::new();
     let _ = read.read_to_string(&mut text);
     // PID 1's exit completes once the kernel has killed what was left.

@@ -42,13 +42,9 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
         );
     }
     let Some(manager) = scope else {
+        let _listed = crate::running::register(&plan.description);
         // Without systemd nothing else needs this process: it isolates itself.
-        let mut listed = None;
-        let findings = isolate(&plan, Orphans::Untracked, &mut || {
-            listed = crate::running::register(&plan.description);
-        });
-        drop(listed);
-        return conclude(findings, None, "");
+        return conclude(isolate(&plan, Orphans::Untracked), None, "");
     };
     let (mut findings_read, findings_write) = pipe()?;
     let (go_read, go_write) = pipe()?;
@@ -59,8 +55,7 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
         // Only the launcher may hold the "go" pipe's write end, or EOF never comes.
         let _ = nix::unistd::close(go_write_fd);
         let findings = if started(go_read) {
-            // systemd lists the scope: nothing to register.
-            isolate(plan_ref, Orphans::Cgroup, &mut || {})
+            isolate(plan_ref, Orphans::Cgroup)
         } else {
             Findings {
                 setup_error: Some("the launcher did not start the phase".into()),
@@ -109,14 +104,14 @@ fn started(mut go: File) -> bool {
 }
 
 /// Apply what systemd would have to a service's process, isolate, run the command.
-fn isolate(plan: &Plan, orphans: Orphans, started: &mut dyn FnMut()) -> Findings {
+fn isolate(plan: &Plan, orphans: Orphans) -> Findings {
     for setting in &plan.process_settings {
         if let Err(error) = apply(*setting) {
             return Findings { setup_error: Some(format!("{error:#}")), ..Findings::default() };
         }
     }
     let options = Options { unshare: plan.wanted, loopback_addresses: false, restore: false, orphans };
-    run_phase(&plan.context, &options, started)
+    run_phase(&plan.context, &options)
 }
 
 /// A -p setting systemd applies to a service's process, applied here to our own.

@@ -35,9 +35,7 @@ pub struct Options {
     pub orphans: Orphans,
 }
 
-/// Run the phase as `options` say. `started` is called once the command is about
-/// to run (with a PID namespace: while it starts, off its way).
-pub fn run_phase(context: &CallerContext, options: &Options, started: &mut dyn FnMut()) -> Findings {
+pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
     let mut host = Linux;
     let mut findings = Findings::default();
     if options.loopback_addresses
@@ -62,11 +60,10 @@ pub fn run_phase(context: &CallerContext, options: &Options, started: &mut dyn F
             return findings;
         }
         let accepted = missing_kinds(&findings);
-        started();
         run_in_place(context, options, options.orphans, &accepted, None, &mut findings);
         return findings;
     }
-    match run_as_pid1(context, options, &entered, &missing_kinds(&findings), started) {
+    match run_as_pid1(context, options, &entered, &missing_kinds(&findings)) {
         Ok(nested) => findings.merge(nested),
         Err(error) => findings.setup_error = Some(format!("{error:#}")),
     }
@@ -81,7 +78,6 @@ fn run_as_pid1(
     options: &Options,
     entered: &Entered,
     accepted: &[Kind],
-    started: &mut dyn FnMut(),
 ) -> Result<Findings> {
     let outer = OuterProc::open()?;
     let (mut read, write) = pipe()?;
@@ -115,9 +111,6 @@ fn run_as_pid1(
         let _ = ready.write_all(&[1]);
     }
     drop(ready);
-    if setup.is_ok() {
-        started();
-    }
     let mut text = String::new();
     let _ = read.read_to_string(&mut text);
     // PID 1's exit completes once the kernel has killed what was left.

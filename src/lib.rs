@@ -9,6 +9,7 @@ pub mod cli;
 pub mod command_path;
 pub mod context;
 pub mod doctor;
+pub mod exec;
 pub mod exit;
 pub mod findings;
 pub mod generate;

@@ -1,11 +1,6 @@
-//! Run the command as a child and wait for it: the caller's signal dispositions and
-//! mask for the command, signals passed on to it, and (as a namespace's PID 1) every
-//! orphan reaped along the way.
+//! Run the command (started by `exec`) as a child and wait for it: signals passed
+//! on to it, and (as a namespace's PID 1) every orphan reaped along the way.
 
-use std::ffi::CString;
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask};
@@ -13,7 +8,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
 use crate::context::CallerContext;
-use crate::exit::{NOT_EXECUTABLE, NOT_FOUND, PHASEBOX_FAILED, Termination};
+use crate::exec::{Exec, Gate};
+use crate::exit::{PHASEBOX_FAILED, Termination};
 
 /// Signals sent to the supervising process are passed on to its child.
 pub const FORWARDED: [Signal; 6] =
@@ -101,65 +97,67 @@ pub fn timed_out() -> bool {
 /// passes the FORWARDED signals on to it. The child is killed if this process dies,
 /// so a phase never outlives a killed phasebox. Returns the child's PID.
 pub fn spawn_forwarding(child: impl FnOnce()) -> nix::Result<Pid> {
+    forwarding(|previous| {
+        let parent = nix::unistd::getpid();
+        // SAFETY: every process that calls this is single-threaded.
+        match unsafe { fork() }? {
+            ForkResult::Parent { child } => Ok(child),
+            ForkResult::Child => {
+                // SAFETY: a prctl with plain integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+                // The parent may have died before that: then we are reparented (a new
+                // PID namespace's PID 1 sees 0 here; it learns from its pipes instead).
+                let ppid = nix::unistd::getppid();
+                if ppid != parent && ppid.as_raw() != 0 {
+                    // SAFETY: leave at once, without the parent's destructors.
+                    unsafe { libc::_exit(PHASEBOX_FAILED as i32) }
+                }
+                let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(previous), None);
+                child();
+                // SAFETY: never return into the parent's code in the child.
+                unsafe { libc::_exit(PHASEBOX_FAILED as i32) }
+            }
+        }
+    })
+}
+
+/// Start a child with `start`, with the FORWARDED signals blocked until they are
+/// passed on to it (and SIGALRM ends its grace period). `start` gets the signal
+/// mask to restore.
+fn forwarding(start: impl FnOnce(&SigSet) -> nix::Result<Pid>) -> nix::Result<Pid> {
     let forwarded: SigSet = FORWARDED.iter().copied().collect();
     let mut previous = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous))?;
-    let parent = nix::unistd::getpid();
-    // SAFETY: every process that calls this is single-threaded.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            // SAFETY: a prctl with plain integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-            // The parent may have died before that: then we are reparented (a new
-            // PID namespace's PID 1 sees 0 here; it learns from its pipes instead).
-            let ppid = nix::unistd::getppid();
-            if ppid != parent && ppid.as_raw() != 0 {
-                // SAFETY: leave at once, without the parent's destructors.
-                unsafe { libc::_exit(PHASEBOX_FAILED as i32) }
-            }
-            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
-            child();
-            // SAFETY: never return into the parent's code in the child.
-            unsafe { libc::_exit(PHASEBOX_FAILED as i32) }
-        }
-        Ok(ForkResult::Parent { child }) => {
-            CHILD.store(child.as_raw(), Ordering::Relaxed);
-            let flags = SaFlags::SA_RESTART | SaFlags::SA_SIGINFO;
-            let action = SigAction::new(SigHandler::SigAction(forward_signal), flags, SigSet::empty());
-            for signal in FORWARDED {
-                // SAFETY: the handler only calls kill() and alarm().
-                let _ = unsafe { sigaction(signal, &action) };
-            }
-            let alarm = SigAction::new(SigHandler::Handler(on_alarm), SaFlags::SA_RESTART, SigSet::empty());
+    let started = start(&previous);
+    if let Ok(child) = started {
+        CHILD.store(child.as_raw(), Ordering::Relaxed);
+        let flags = SaFlags::SA_RESTART | SaFlags::SA_SIGINFO;
+        let action = SigAction::new(SigHandler::SigAction(forward_signal), flags, SigSet::empty());
+        for signal in FORWARDED {
             // SAFETY: the handler only calls kill() and alarm().
-            let _ = unsafe { sigaction(Signal::SIGALRM, &alarm) };
-            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None)?;
-            Ok(child)
+            let _ = unsafe { sigaction(signal, &action) };
         }
-        Err(error) => {
-            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
-            Err(error)
-        }
+        let alarm = SigAction::new(SigHandler::Handler(on_alarm), SaFlags::SA_RESTART, SigSet::empty());
+        // SAFETY: the handler only calls kill() and alarm().
+        let _ = unsafe { sigaction(Signal::SIGALRM, &alarm) };
     }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None)?;
+    started
 }
 
 /// Start the command and wait for it. As a namespace's PID 1 (`reap_all`), also
 /// reap every orphan that is reparented here meanwhile. With a gate, the command
-/// is forked at once but runs only once the gate opens.
+/// is started at once but execs only once the gate opens.
 pub fn run_command(context: &CallerContext, reap_all: bool, gate: Option<Gate>) -> Termination {
     let exec = Exec::prepare(context);
-    match spawn_forwarding(|| exec.run(gate)) {
+    match forwarding(|_| exec.spawn(gate.as_ref())) {
         Ok(child) => wait_for(child, reap_all),
         Err(error) => {
-            eprintln!("phasebox: cannot fork: {error}");
+            eprintln!("phasebox: cannot start the command: {error}");
             Termination::Exited(PHASEBOX_FAILED as i32)
         }
     }
 }
-
-/// What the launcher writes one byte to once the command may run; closing it
-/// unwritten (the launcher could not finish setting up) means it never runs.
-pub struct Gate(pub File);
 
 /// Wait for `child`; with `reap_all`, reap any other child that ends meanwhile.
 pub fn wait_for(child: Pid, reap_all: bool) -> Termination {
@@ -181,64 +179,7 @@ pub fn wait_for(child: Pid, reap_all: bool) -> Termination {
 
 /// The caller's signal dispositions and mask, then execve; on failure, exit 126/127.
 pub fn exec_command(context: &CallerContext) -> ! {
-    Exec::prepare(context).run(None)
-}
-
-/// Everything execve needs, made before forking so the child only makes system calls.
-struct Exec<'a> {
-    context: &'a CallerContext,
-    program: CString,
-    argv: Vec<CString>,
-    env: Vec<CString>,
-    mask: SigSet,
-}
-
-impl<'a> Exec<'a> {
-    fn prepare(context: &'a CallerContext) -> Exec<'a> {
-        let cstring = |b: &[u8]| CString::new(b).unwrap_or_default();
-        Exec {
-            context,
-            program: cstring(context.program.as_bytes()),
-            argv: context.argv.iter().map(|a| cstring(a.as_bytes())).collect(),
-            env: context.caller.env.iter().map(|e| cstring(e.as_bytes())).collect(),
-            mask: context
-                .caller
-                .blocked_signals
-                .iter()
-                .filter_map(|&s| Signal::try_from(s as i32).ok())
-                .collect(),
-        }
-    }
-
-    fn run(&self, gate: Option<Gate>) -> ! {
-        // systemd starts services with SIGPIPE ignored, and this process forwards
-        // signals: the command gets the caller's dispositions instead.
-        for signal in Signal::iterator() {
-            if signal == Signal::SIGKILL || signal == Signal::SIGSTOP {
-                continue;
-            }
-            let handler = if self.context.caller.ignored_signals.contains(&(signal as i32 as u32)) {
-                SigHandler::SigIgn
-            } else {
-                SigHandler::SigDfl
-            };
-            // SAFETY: installing SIG_DFL/SIG_IGN is always sound.
-            let _ = unsafe { sigaction(signal, &SigAction::new(handler, SaFlags::empty(), SigSet::empty())) };
-        }
-        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.mask), None);
-        if let Some(Gate(mut gate)) = gate
-            && gate.read_exact(&mut [0u8]).is_err()
-        {
-            // SAFETY: leave the forked child without running the parent's destructors.
-            unsafe { libc::_exit(PHASEBOX_FAILED as i32) }
-        }
-        let error = nix::unistd::execve(&self.program, &self.argv, &self.env).unwrap_err();
-        let shown = self.context.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
-        eprintln!("phasebox: {shown}: {}", error.desc());
-        let code = if error == nix::errno::Errno::ENOENT { NOT_FOUND } else { NOT_EXECUTABLE };
-        // SAFETY: leave the forked child without running the parent's destructors.
-        unsafe { libc::_exit(code as i32) }
-    }
+    Exec::prepare(context).exec_here(None)
 }
 
 /// End this process the way the command ended, so systemd records the same status.

@@ -92,7 +92,7 @@ fn run_as_pid1(
         let own_proc = own_proc && mount_own_proc().is_ok();
         let mut nested = Findings::default();
         // All but the command's execve is done while lo is being set up.
-        let gate = Some(supervise::Gate(ready_read));
+        let gate = Some(crate::exec::Gate(ready_read));
         run_in_place(context, options, Orphans::Untracked, accepted, gate, &mut nested);
         // Our own /proc shows at once whether anything but PID 1 is left; only then
         // look the survivors up by the PIDs the caller knows them by.
@@ -141,7 +141,7 @@ fn run_in_place(
     options: &Options,
     orphans: Orphans,
     accepted: &[Kind],
-    gate: Option<supervise::Gate>,
+    gate: Option<crate::exec::Gate>,
     findings: &mut Findings,
 ) {
     if options.restore

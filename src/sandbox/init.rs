@@ -1,5 +1,5 @@
-//! PID 1 of a new PID namespace: its own /proc, and the list of what is left in the
-//! namespace when the command ends (the kernel kills all of it when PID 1 exits).
+//! PID 1 of a new PID namespace: its own /proc, the list of what is left in the
+//! namespace when the command ends, and the end of all of it.
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -79,9 +79,19 @@ impl OuterProc {
     }
 }
 
-/// Mount a /proc that shows this PID namespace, without the mount reaching the
-/// host: first make every mount of our new mount namespace private.
+/// As PID 1: kill every other process of the namespace and reap them all, so that
+/// once PID 1 has reported, nothing of the phase is left but PID 1 itself, exiting.
+pub fn kill_and_reap_all() {
+    // SAFETY: kill(-1) from a namespace's PID 1 reaches every other process in it.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    // Orphans are reparented to PID 1 as they die: reap until there is no child.
+    while matches!(nix::sys::wait::waitpid(None, None), Ok(_) | Err(nix::errno::Errno::EINTR)) {}
+}
+
+/// Mount a /proc that shows this PID namespace, in a mount namespace of our own
+/// and without the mount reaching the host: every mount of it is made private.
 pub fn mount_own_proc() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("creating a mount namespace")?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("making mounts private")?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;

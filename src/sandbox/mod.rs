@@ -25,7 +25,8 @@ pub struct Entered {
     pub missing: Vec<Missing>,
     /// A PID namespace was created: the next child forked is its PID 1.
     pub pid: bool,
-    /// A mount namespace was created (so PID 1 can mount its own /proc).
+    /// PID 1 makes a mount namespace of its own, to mount a /proc that shows its
+    /// PID namespace. Not this process: then its exit need not tear one down.
     pub mount: bool,
     /// A network namespace was created: lo still has to be set up (`finish`).
     pub network: bool,
@@ -50,12 +51,7 @@ pub fn enter(wanted: Set, host: &mut impl Host) -> Result<Entered> {
         return Ok(entered);
     }
     for kind in wanted.kinds() {
-        let mut flags = kind.clone_flag();
-        if kind == Kind::Pid {
-            // PID 1 mounts a /proc that shows its own namespace.
-            flags |= CloneFlags::CLONE_NEWNS;
-        }
-        match host.unshare(flags) {
+        match host.unshare(kind.clone_flag()) {
             Ok(()) => match kind {
                 Kind::Network => entered.network = true,
                 Kind::Uts => entered.uts = true,
@@ -148,7 +144,7 @@ mod tests {
                 "unshare CLONE_NEWNET",
                 "unshare CLONE_NEWIPC",
                 "unshare CLONE_NEWUTS",
-                "unshare CLONE_NEWNS | CLONE_NEWPID",
+                "unshare CLONE_NEWPID",
                 "lo up",
                 "hostname localhost",
             ]

@@ -12,7 +12,7 @@ use crate::context::{Caller, CallerContext, Rlimit};
 use crate::findings::Findings;
 use crate::host::{Host, Linux};
 use crate::namespaces::{Kind, Set};
-use crate::sandbox::init::{OuterProc, mount_own_proc};
+use crate::sandbox::init::{OuterProc, kill_and_reap_all, mount_own_proc};
 use crate::sandbox::{Entered, Missing, enter, finish};
 use crate::supervise;
 
@@ -98,10 +98,13 @@ fn run_as_pid1(
         // look the survivors up by the PIDs the caller knows them by.
         if nested.termination.is_some() && !(own_proc && alone_in_namespace()) {
             nested.orphans = outer.namespace_members();
+            kill_and_reap_all();
         }
+        // Reported and closed, the launcher may go on while PID 1's exit tears
+        // down its memory and mount namespace.
         let _ = std::fs::File::from(write).write_all(nested.encode().as_bytes());
-        // SAFETY: end PID 1 without the parent's destructors; the kernel then kills
-        // whatever is left in the namespace.
+        // SAFETY: end PID 1 without the parent's destructors; should anything have
+        // escaped the reaping, the kernel kills it as PID 1 exits.
         unsafe { libc::_exit(0) }
     })?;
     // Closing the ready pipe unwritten tells the command not to start.
@@ -113,10 +116,15 @@ fn run_as_pid1(
     drop(ready);
     let mut text = String::new();
     let _ = read.read_to_string(&mut text);
-    // PID 1's exit completes once the kernel has killed what was left.
-    supervise::wait_for(pid1, false);
+    let nested = Findings::decode(&text);
+    // A PID 1 that saw the command end has killed and reaped what was left before
+    // reporting. One that did not (killed, or never started the command) may leave
+    // the rest to the kernel, which kills it as PID 1 exits: wait for that.
+    if nested.termination.is_none() {
+        supervise::wait_for(pid1, false);
+    }
     setup?;
-    Ok(Findings::decode(&text))
+    Ok(nested)
 }
 
 /// Whether this PID 1 is the only process its /proc shows.

@@ -36,7 +36,13 @@ pub fn launch(plan: Plan) -> (Backend, Result<Outcome, Failure>) {
     // Stopped by SIGINT, SIGTERM or SIGHUP: say so, as a shell would, however the
     // phase took it (a phase killed after the grace period reports nothing).
     let result = match (crate::supervise::stopped_by(), result) {
-        (Some(signal), Ok(outcome)) => Ok(Outcome { termination: Termination::Signaled(signal), ..outcome }),
+        (Some(signal), Ok(outcome)) => Ok(Outcome {
+            termination: Termination::Signaled(signal),
+            // systemd's Result for a stop that outlasted TimeoutStopSec= is "timeout"
+            // too: that was this stop, not --timeout.
+            limit: outcome.limit.filter(|&limit| limit != Limit::Time),
+            ..outcome
+        }),
         (Some(signal), Err(_)) => Ok(Outcome {
             termination: Termination::Signaled(signal),
             orphans: Vec::new(),

@@ -148,13 +148,6 @@ struct Child<'a> {
 extern "C" fn start_child(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the Child that spawn() keeps alive while it is suspended.
     let child = unsafe { &*(arg as *const Child) };
-    // SAFETY: plain system calls.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        // The parent may have died before that: then we are reparented.
-        if libc::getppid() != child.parent {
-            libc::_exit(PHASEBOX_FAILED as c_int);
-        }
-    }
+    crate::supervise::die_with(child.parent);
     child.exec.exec_here(child.gate)
 }

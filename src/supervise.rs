@@ -103,15 +103,7 @@ pub fn spawn_forwarding(child: impl FnOnce()) -> nix::Result<Pid> {
         match unsafe { fork() }? {
             ForkResult::Parent { child } => Ok(child),
             ForkResult::Child => {
-                // SAFETY: a prctl with plain integer arguments.
-                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-                // The parent may have died before that: then we are reparented (a new
-                // PID namespace's PID 1 sees 0 here; it learns from its pipes instead).
-                let ppid = nix::unistd::getppid();
-                if ppid != parent && ppid.as_raw() != 0 {
-                    // SAFETY: leave at once, without the parent's destructors.
-                    unsafe { libc::_exit(PHASEBOX_FAILED as i32) }
-                }
+                die_with(parent.as_raw());
                 let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(previous), None);
                 child();
                 // SAFETY: never return into the parent's code in the child.
@@ -119,6 +111,23 @@ pub fn spawn_forwarding(child: impl FnOnce()) -> nix::Result<Pid> {
             }
         }
     })
+}
+
+/// In a child just started: be killed when `parent` dies, and if it already has,
+/// leave at once. Only system calls: it also runs in a child sharing its parent's
+/// memory.
+pub fn die_with(parent: libc::pid_t) {
+    // SAFETY: a prctl with plain integer arguments, getppid, and _exit without
+    // running any destructor of the parent's.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // The parent may have died before that: then we are reparented (a new
+        // PID namespace's PID 1 sees 0 here; it learns from its pipes instead).
+        let ppid = libc::getppid();
+        if ppid != parent && ppid != 0 {
+            libc::_exit(PHASEBOX_FAILED as libc::c_int);
+        }
+    }
 }
 
 /// Start a child with `start`, with the FORWARDED signals blocked until they are

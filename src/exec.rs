@@ -110,7 +110,8 @@ impl Exec {
     /// process dies. All signals stay blocked here until it has started: no handler
     /// of ours may run in it.
     pub fn spawn(&self, gate: Option<&Gate>) -> nix::Result<Pid> {
-        let mut stack = vec![0u8; STACK_SIZE];
+        // Left uninitialised: only the pages the child touches are ever faulted in.
+        let mut stack: Vec<u8> = Vec::with_capacity(STACK_SIZE);
         let child = Child { exec: self, gate, parent: nix::unistd::getpid().as_raw() };
         // SAFETY: sigfillset on a local set; sigprocmask with valid pointers.
         let previous = unsafe {

@@ -34,7 +34,7 @@ pub fn main(context_path: &Path) -> u8 {
         restore: true,
         orphans: Orphans::Cgroup,
     };
-    let findings = run_phase(&context, &options);
+    let findings = run_phase(&context, &options, || ());
     if let Err(error) = findings_file.write_all(findings.encode().as_bytes()) {
         eprintln!("phasebox: inner mode: cannot write {}: {error}", context.findings_path.display());
     }

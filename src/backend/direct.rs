@@ -42,9 +42,10 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
         );
     }
     let Some(manager) = scope else {
-        let _listed = crate::running::register(&plan.description);
-        // Without systemd nothing else needs this process: it isolates itself.
-        return conclude(isolate(&plan, Orphans::Untracked), None, "");
+        // Without systemd nothing else needs this process: it isolates itself, and
+        // lists the phase for `ps` while the command starts.
+        let listed = || crate::running::register(&plan.description);
+        return conclude(isolate(&plan, Orphans::Untracked, listed), None, "");
     };
     let (mut findings_read, findings_write) = pipe()?;
     let (go_read, go_write) = pipe()?;
@@ -55,7 +56,7 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
         // Only the launcher may hold the "go" pipe's write end, or EOF never comes.
         let _ = nix::unistd::close(go_write_fd);
         let findings = if started(go_read) {
-            isolate(plan_ref, Orphans::Cgroup)
+            isolate(plan_ref, Orphans::Cgroup, || ())
         } else {
             Findings {
                 setup_error: Some("the launcher did not start the phase".into()),
@@ -104,14 +105,14 @@ fn started(mut go: File) -> bool {
 }
 
 /// Apply what systemd would have to a service's process, isolate, run the command.
-fn isolate(plan: &Plan, orphans: Orphans) -> Findings {
+fn isolate<Started>(plan: &Plan, orphans: Orphans, on_start: impl FnOnce() -> Started) -> Findings {
     for setting in &plan.process_settings {
         if let Err(error) = apply(*setting) {
             return Findings { setup_error: Some(format!("{error:#}")), ..Findings::default() };
         }
     }
     let options = Options { unshare: plan.wanted, loopback_addresses: false, restore: false, orphans };
-    run_phase(&plan.context, &options)
+    run_phase(&plan.context, &options, on_start)
 }
 
 /// A -p setting systemd applies to a service's process, applied here to our own.

@@ -35,7 +35,13 @@ pub struct Options {
     pub orphans: Orphans,
 }
 
-pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
+/// `on_start` is called once the command is on its way (not when it never runs);
+/// what it returns is kept until the command has ended.
+pub fn run_phase<Started>(
+    context: &CallerContext,
+    options: &Options,
+    on_start: impl FnOnce() -> Started,
+) -> Findings {
     let mut host = Linux;
     let mut findings = Findings::default();
     if options.loopback_addresses
@@ -60,10 +66,11 @@ pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
             return findings;
         }
         let accepted = missing_kinds(&findings);
+        let _started = on_start();
         run_in_place(context, options, options.orphans, &accepted, None, &mut findings);
         return findings;
     }
-    match run_as_pid1(context, options, &entered, &missing_kinds(&findings)) {
+    match run_as_pid1(context, options, &entered, &missing_kinds(&findings), on_start) {
         Ok(nested) => findings.merge(nested),
         Err(error) => findings.setup_error = Some(format!("{error:#}")),
     }
@@ -72,12 +79,13 @@ pub fn run_phase(context: &CallerContext, options: &Options) -> Findings {
 
 /// Fork PID 1 of the new namespace, which runs the command and reports back. This
 /// process sets up lo and the hostname meanwhile; the command, forked and ready,
-/// waits for that only at its execve.
-fn run_as_pid1(
+/// waits for that only at its execve, and `on_start` runs while it execs.
+fn run_as_pid1<Started>(
     context: &CallerContext,
     options: &Options,
     entered: &Entered,
     accepted: &[Kind],
+    on_start: impl FnOnce() -> Started,
 ) -> Result<Findings> {
     let outer = OuterProc::open()?;
     let (mut read, write) = pipe()?;
@@ -110,10 +118,9 @@ fn run_as_pid1(
     // Closing the ready pipe unwritten tells the command not to start.
     let setup = finish(entered, &mut Linux);
     let mut ready = std::fs::File::from(ready_write);
-    if setup.is_ok() {
-        let _ = ready.write_all(&[1]);
-    }
+    let started = setup.is_ok() && ready.write_all(&[1]).is_ok();
     drop(ready);
+    let _started = started.then(on_start);
     let mut text = String::new();
     let _ = read.read_to_string(&mut text);
     let nested = Findings::decode(&text);

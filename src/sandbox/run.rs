@@ -97,14 +97,16 @@ fn run_as_pid1<Started>(
     let pid1 = supervise::spawn_forwarding(move || {
         let _ = nix::unistd::close(ready_write_fd);
         // Without our own /proc the namespace still holds; tools just see the host's.
-        let own_proc = own_proc && mount_own_proc().is_ok();
+        if own_proc {
+            let _ = mount_own_proc();
+        }
         let mut nested = Findings::default();
         // All but the command's execve is done while lo is being set up.
         let gate = Some(crate::exec::Gate(ready_read));
         run_in_place(context, options, Orphans::Untracked, accepted, gate, &mut nested);
-        // Our own /proc shows at once whether anything but PID 1 is left; only then
-        // look the survivors up by the PIDs the caller knows them by.
-        if nested.termination.is_some() && !(own_proc && alone_in_namespace()) {
+        // Only when anything but PID 1 is left, look the survivors up by the PIDs
+        // the caller knows them by.
+        if nested.termination.is_some() && !alone_in_namespace() {
             nested.orphans = outer.namespace_members();
             kill_and_reap_all();
         }
@@ -134,14 +136,10 @@ fn run_as_pid1<Started>(
     Ok(nested)
 }
 
-/// Whether this PID 1 is the only process its /proc shows.
+/// Whether this PID 1 is the only process left in its namespace (a zombie counts):
+/// kill(-1) reaches every other one, and signal 0 only asks whether there is any.
 fn alone_in_namespace() -> bool {
-    std::fs::read_dir("/proc").is_ok_and(|entries| {
-        entries.flatten().all(|e| {
-            let name = e.file_name();
-            name == "1" || !name.as_encoded_bytes().iter().all(u8::is_ascii_digit)
-        })
-    })
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), None) == Err(nix::errno::Errno::ESRCH)
 }
 
 /// The isolations already found missing (and accepted with --best-effort).

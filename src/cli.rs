@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::builder::Resettable;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Run one build phase in its own transient systemd unit, with a private network
@@ -18,12 +19,12 @@ pub struct Cli {
 pub enum Command {
     /// Run COMMAND in a sandbox (a transient systemd service or scope, or namespaces
     /// alone) and exit with its status.
-    Run(Box<RunArgs>),
+    Run(Deferred<Box<RunArgs>>),
     /// Print the per-phase policy that `run --phase` applies: portage's decisions,
     /// changed by the ebuild's PROPERTIES/RESTRICT and by the config file.
-    Policy(PolicyArgs),
+    Policy(Deferred<PolicyArgs>),
     /// Print a file written by `run --report` as a table, the longest phase first.
-    Report(ReportArgs),
+    Report(Deferred<ReportArgs>),
     /// List the running phases: service and scope phases of the system manager and
     /// of the caller's user manager, and the caller's unshare-mode phases. Exits 1
     /// when a manager could not be asked.
@@ -31,19 +32,19 @@ pub enum Command {
     /// Stop running phases cleanly, as SIGTERM to their phasebox would (which then
     /// exits 143). Exits 1 when a target matches no running phase or one could not
     /// be stopped.
-    Stop(StopArgs),
+    Stop(Deferred<StopArgs>),
     /// Print what this host can do (systemd and its bus, namespaces, cgroups, the
     /// portage user) and what `run --phase` will do for each phase, with the command
     /// that fixes anything missing. Exits 0 when every default isolation is
     /// available to the caller, 1 when one is missing, 125 when doctor itself fails.
-    Doctor(DoctorArgs),
+    Doctor(Deferred<DoctorArgs>),
     /// Internal: ExecStart of the unit; restores the caller's context and runs the command.
     #[command(name = "__inner", hide = true)]
-    Inner(InnerArgs),
+    Inner(Deferred<InnerArgs>),
     /// For packagers: print the man page or a shell's completion script, generated
     /// from these definitions.
     #[command(hide = true)]
-    Generate(GenerateArgs),
+    Generate(Deferred<GenerateArgs>),
 }
 
 pub const EXIT_STATUS_HELP: &str = "\
@@ -275,6 +276,44 @@ pub struct InnerArgs {
     pub context: PathBuf,
 }
 
+/// A subcommand's arguments, defined only once that subcommand is parsed or
+/// documented: phasebox starts once per build phase, and defining every
+/// subcommand's flags at every start cost about 0.1 ms. The subcommand keeps the
+/// summary its variant gives it, not that of its arguments' struct.
+#[derive(Debug)]
+pub struct Deferred<T>(pub T);
+
+impl<T> std::ops::Deref for Deferred<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Args> Args for Deferred<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(define::<T>)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(define::<T>)
+    }
+}
+
+fn define<T: Args>(cmd: clap::Command) -> clap::Command {
+    let about = Resettable::from(cmd.get_about().cloned());
+    let long_about = Resettable::from(cmd.get_long_about().cloned());
+    T::augment_args(cmd).about(about).long_about(long_about)
+}
+
+impl<T: FromArgMatches> FromArgMatches for Deferred<T> {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Deferred)
+    }
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+}
+
 /// The clap definition, with the parts generated from other modules' tables.
 pub fn command() -> clap::Command {
     let properties = crate::systemd::properties::accepted_names().join(", ");
@@ -314,9 +353,19 @@ mod tests {
     #[test]
     fn command_arguments_that_look_like_flags_belong_to_the_command() {
         let cli = Cli::try_parse_from(["phasebox", "run", "-q", "ls", "-l", "--all"]).unwrap();
-        let Command::Run(args) = cli.command else { panic!("not run") };
+        let Command::Run(Deferred(args)) = cli.command else { panic!("not run") };
         assert!(args.quiet);
         assert_eq!(args.command, ["ls", "-l", "--all"]);
+    }
+
+    #[test]
+    fn subcommands_keep_their_own_summary() {
+        let mut cli = command();
+        cli.build();
+        let about = |name: &str| cli.find_subcommand(name).unwrap().get_about().unwrap().to_string();
+        assert!(about("policy").starts_with("Print the per-phase policy"), "{}", about("policy"));
+        assert!(about("doctor").starts_with("Print what this host can do"), "{}", about("doctor"));
+        assert!(cli.find_subcommand("doctor").unwrap().get_arguments().any(|a| a.get_id() == "package"));
     }
 
     #[test]

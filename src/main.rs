@@ -16,7 +16,7 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
 
 fn dispatch() -> u8 {
     match cli::parse().command {
-        cli::Command::Run(args) => run::run(*args),
+        cli::Command::Run(cli::Deferred(args)) => run::run(*args),
         cli::Command::Policy(args) => match policy::print(&args) {
             Ok(()) => 0,
             Err(error) => report::fail(&error.into()),

@@ -309,7 +309,7 @@ mod tests {
     fn wanted(argv: &[&str], backend: Backend) -> Set {
         let cli =
             crate::cli::Cli::try_parse_from(["phasebox", "run"].iter().chain(argv).chain(&["true"])).unwrap();
-        let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };
+        let crate::cli::Command::Run(crate::cli::Deferred(args)) = cli.command else { panic!("not run") };
         let phase = args.phase.as_deref().map(|p| PhaseRun::resolve(p, &args.policy).unwrap());
         wanted_isolations(&args, phase.as_ref().map(|run| &run.decision), backend)
     }

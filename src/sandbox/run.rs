@@ -136,10 +136,15 @@ fn run_as_pid1<Started>(
     Ok(nested)
 }
 
-/// Whether this PID 1 is the only process left in its namespace (a zombie counts):
-/// kill(-1) reaches every other one, and signal 0 only asks whether there is any.
+/// Whether this PID 1 is the only process left in its namespace (a zombie counts).
+/// Every other process of the phase descends from PID 1, or was reparented to it:
+/// PID 1 is alone exactly when it has no child. (A process put in the namespace
+/// from outside, by setns, is no child of it and not the phase's; the kernel still
+/// kills it as PID 1 exits.) WNOWAIT: the question reaps nothing.
 fn alone_in_namespace() -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), None) == Err(nix::errno::Errno::ESRCH)
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    waitid(Id::All, flags) == Err(nix::errno::Errno::ECHILD)
 }
 
 /// The isolations already found missing (and accepted with --best-effort).

@@ -43,7 +43,7 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
     }
     let Some(manager) = scope else {
         // Without systemd nothing else needs this process: it isolates itself, and
-        // lists the phase for `ps` while the command starts.
+        // lists the phase for `ps` while PID 1 prepares.
         let listed = || crate::running::register(&plan.description);
         return conclude(isolate(&plan, Orphans::Untracked, listed), None, "");
     };
@@ -105,14 +105,14 @@ fn started(mut go: File) -> bool {
 }
 
 /// Apply what systemd would have to a service's process, isolate, run the command.
-fn isolate<Started>(plan: &Plan, orphans: Orphans, on_start: impl FnOnce() -> Started) -> Findings {
+fn isolate<Started>(plan: &Plan, orphans: Orphans, before_start: impl FnOnce() -> Started) -> Findings {
     for setting in &plan.process_settings {
         if let Err(error) = apply(*setting) {
             return Findings { setup_error: Some(format!("{error:#}")), ..Findings::default() };
         }
     }
     let options = Options { unshare: plan.wanted, loopback_addresses: false, restore: false, orphans };
-    run_phase(&plan.context, &options, on_start)
+    run_phase(&plan.context, &options, before_start)
 }
 
 /// A -p setting systemd applies to a service's process, applied here to our own.

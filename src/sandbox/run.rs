@@ -35,12 +35,12 @@ pub struct Options {
     pub orphans: Orphans,
 }
 
-/// `on_start` is called once the command is on its way (not when it never runs);
-/// what it returns is kept until the command has ended.
+/// `before_start` is called once the namespaces exist, before the command may run;
+/// what it returns is kept until the phase is over.
 pub fn run_phase<Started>(
     context: &CallerContext,
     options: &Options,
-    on_start: impl FnOnce() -> Started,
+    before_start: impl FnOnce() -> Started,
 ) -> Findings {
     let mut host = Linux;
     let mut findings = Findings::default();
@@ -66,11 +66,11 @@ pub fn run_phase<Started>(
             return findings;
         }
         let accepted = missing_kinds(&findings);
-        let _started = on_start();
+        let _started = before_start();
         run_in_place(context, options, options.orphans, &accepted, None, &mut findings);
         return findings;
     }
-    match run_as_pid1(context, options, &entered, &missing_kinds(&findings), on_start) {
+    match run_as_pid1(context, options, &entered, &missing_kinds(&findings), before_start) {
         Ok(nested) => findings.merge(nested),
         Err(error) => findings.setup_error = Some(format!("{error:#}")),
     }
@@ -79,13 +79,13 @@ pub fn run_phase<Started>(
 
 /// Fork PID 1 of the new namespace, which runs the command and reports back. This
 /// process sets up lo and the hostname meanwhile; the command, forked and ready,
-/// waits for that only at its execve, and `on_start` runs while it execs.
+/// waits for that only at its execve, and `before_start` runs meanwhile too.
 fn run_as_pid1<Started>(
     context: &CallerContext,
     options: &Options,
     entered: &Entered,
     accepted: &[Kind],
-    on_start: impl FnOnce() -> Started,
+    before_start: impl FnOnce() -> Started,
 ) -> Result<Findings> {
     let outer = OuterProc::open()?;
     let (mut read, write) = pipe()?;
@@ -117,12 +117,14 @@ fn run_as_pid1<Started>(
         // escaped the reaping, the kernel kills it as PID 1 exits.
         unsafe { libc::_exit(0) }
     })?;
+    let _started = before_start();
     // Closing the ready pipe unwritten tells the command not to start.
     let setup = finish(entered, &mut Linux);
     let mut ready = std::fs::File::from(ready_write);
-    let started = setup.is_ok() && ready.write_all(&[1]).is_ok();
+    if setup.is_ok() {
+        let _ = ready.write_all(&[1]);
+    }
     drop(ready);
-    let _started = started.then(on_start);
     let mut text = String::new();
     let _ = read.read_to_string(&mut text);
     let nested = Findings::decode(&text);

@@ -2,6 +2,8 @@
 //! phases from systemd's units, unshare phases from the files their launchers keep
 //! in phasebox's runtime directory while they run.
 
+use std::fs::{File, TryLockError};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,7 +14,6 @@ use crate::mode::bus_socket;
 use crate::runtime_dir;
 use crate::systemd::Manager;
 use crate::systemd::client::Client;
-use crate::watchdog::Launcher;
 
 /// How long a manager may take to answer before `ps` reports it unreachable.
 const ASK_WITHIN: Duration = Duration::from_secs(5);
@@ -117,38 +118,48 @@ fn first_process(cgroup: &str) -> Option<u32> {
 #[derive(Debug, Serialize, Deserialize)]
 struct PhaseFile {
     pid: u32,
-    start_time: u64,
     description: String,
     since_micros: u64,
 }
 
-/// The file an unshare-mode launcher keeps while its phase runs; removed on drop.
-pub struct Registered(PathBuf);
+/// The file an unshare-mode launcher keeps while its phase runs, open and locked;
+/// removed on drop. The lock says that the launcher still runs: the kernel drops it
+/// when the launcher ends, however it ends, and while it is held the PID in the
+/// file can't belong to another process.
+pub struct Registered {
+    path: PathBuf,
+    _locked: File,
+}
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
 /// Make this unshare-mode launcher's phase visible to `phasebox ps` and `stop`. A
 /// phase that can't be registered still runs: the listing is only a convenience.
 pub fn register(description: &str) -> Option<Registered> {
-    let launcher = Launcher::this_process();
     let dir = registry();
     runtime_dir::create_private(&dir).ok()?;
     let since_micros =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros()
             as u64;
-    let file = PhaseFile {
-        pid: launcher.pid,
-        start_time: launcher.start_time,
-        description: description.to_string(),
-        since_micros,
-    };
-    let path = dir.join(format!("unshare-{}.phase", launcher.pid));
-    std::fs::write(&path, serde_json::to_vec(&file).ok()?).ok()?;
-    Some(Registered(path))
+    let pid = std::process::id();
+    let phase = PhaseFile { pid, description: description.to_string(), since_micros };
+    let path = dir.join(format!("unshare-{pid}.phase"));
+    // Written and locked under another name, so `ps` never finds it unlocked.
+    let draft = path.with_extension("draft");
+    let mut file = File::create(&draft).ok()?;
+    file.lock().ok()?;
+    file.write_all(&serde_json::to_vec(&phase).ok()?).ok()?;
+    std::fs::rename(&draft, &path).ok()?;
+    Some(Registered { path, _locked: file })
+}
+
+/// Whether the launcher that registered this file still holds its lock.
+fn launcher_runs(file: &File) -> bool {
+    matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
 }
 
 /// Where this caller's unshare phases are registered: phasebox's runtime directory,
@@ -174,14 +185,16 @@ fn unshare_phases() -> Vec<Running> {
         if path.extension().is_none_or(|e| e != "phase") {
             continue;
         }
-        let Some(file) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<PhaseFile>(&b).ok())
-        else {
-            continue;
-        };
-        if !(Launcher { pid: file.pid, start_time: file.start_time }).is_alive() {
+        let Ok(mut opened) = File::open(&path) else { continue };
+        if !launcher_runs(&opened) {
             let _ = std::fs::remove_file(&path);
             continue;
         }
+        let mut bytes = Vec::new();
+        if opened.read_to_end(&mut bytes).is_err() {
+            continue;
+        }
+        let Ok(file) = serde_json::from_slice::<PhaseFile>(&bytes) else { continue };
         phases.push(Running {
             id: format!("unshare-{}", file.pid),
             manager: None,

@@ -510,6 +510,18 @@ fn a_killed_phasebox_leaves_nothing_behind_within_2_s() {
             "{mode} {who:?}: {:?} survived",
             sleeping(&marker)
         );
+        if mode == "unshare" {
+            // Its registration for ps is left behind; ps must not take it for a phase.
+            let mut ps = match who {
+                Who::Root => Command::new(rig::phasebox_bin()),
+                Who::User => rig::as_rig_user(rig::phasebox_bin()),
+            };
+            let listed = stdout(&output(ps.arg("ps")));
+            assert!(
+                !listed.contains(&format!("unshare-{} ", child.id())),
+                "{who:?}: still listed:\n{listed}"
+            );
+        }
         if rig::place() == Place::Nspawn && mode != "unshare" {
             let unit = format!("phasebox-fault-{}*", marker.replace('.', "-"));
             let listed = || {

@@ -16,7 +16,7 @@ pub enum Kind {
 impl Kind {
     pub const ALL: [Kind; 4] = [Kind::Network, Kind::Ipc, Kind::Uts, Kind::Pid];
 
-    /// The name under /proc/PID/ns/ (for a PID namespace, the one children get).
+    /// The name under /proc/PID/ns/.
     fn proc_name(self) -> &'static str {
         match self {
             Kind::Network => "net",
@@ -99,6 +99,20 @@ pub struct Set {
 }
 
 impl Set {
+    pub fn all() -> Set {
+        Set { network: true, ipc: true, uts: true, pid: true }
+    }
+
+    /// The kinds of this set that are not in `other`.
+    pub fn without(self, other: Set) -> Set {
+        Set {
+            network: self.network && !other.network,
+            ipc: self.ipc && !other.ipc,
+            uts: self.uts && !other.uts,
+            pid: self.pid && !other.pid,
+        }
+    }
+
     pub fn contains(self, kind: Kind) -> bool {
         match kind {
             Kind::Network => self.network,

@@ -44,7 +44,15 @@ pub fn run_phase<Started>(
 ) -> Findings {
     let mut host = Linux;
     let mut findings = Findings::default();
+    // What systemd was asked for is verified before anything is added to it; what
+    // this process creates, before lo and the hostname are set up in it.
+    let from_systemd = Set::all().without(options.unshare);
+    if !accept_missing(context, &mut findings, unapplied(context, from_systemd, false, &[])) {
+        return findings;
+    }
+    let network_missing = missing_kinds(&findings).contains(&Kind::Network);
     if options.loopback_addresses
+        && !network_missing
         && let Err(error) = host.loopback_up()
     {
         findings.setup_error = Some(format!("adding portage's loopback addresses: {error:#}"));
@@ -60,17 +68,20 @@ pub fn run_phase<Started>(
     if !accept_missing(context, &mut findings, std::mem::take(&mut entered.missing)) {
         return findings;
     }
+    let unapplied = unapplied(context, options.unshare, true, &missing_kinds(&findings));
+    if !accept_missing(context, &mut findings, unapplied) {
+        return findings;
+    }
     if !entered.pid {
         if let Err(error) = finish(&entered, &mut host) {
             findings.setup_error = Some(format!("{error:#}"));
             return findings;
         }
-        let accepted = missing_kinds(&findings);
         let _started = before_start();
-        run_in_place(context, options, options.orphans, &accepted, None, &mut findings);
+        run_in_place(context, options, options.orphans, None, &mut findings);
         return findings;
     }
-    match run_as_pid1(context, options, &entered, &missing_kinds(&findings), before_start) {
+    match run_as_pid1(context, options, &entered, before_start) {
         Ok(nested) => findings.merge(nested),
         Err(error) => findings.setup_error = Some(format!("{error:#}")),
     }
@@ -84,7 +95,6 @@ fn run_as_pid1<Started>(
     context: &CallerContext,
     options: &Options,
     entered: &Entered,
-    accepted: &[Kind],
     before_start: impl FnOnce() -> Started,
 ) -> Result<Findings> {
     let outer = OuterProc::open()?;
@@ -96,6 +106,16 @@ fn run_as_pid1<Started>(
     // it when the closure is dropped, so the read below ends when PID 1 is gone.
     let pid1 = supervise::spawn_forwarding(move || {
         let _ = nix::unistd::close(ready_write_fd);
+        // The PID namespace's own check; and only PID 1 may kill(-1) below.
+        if nix::unistd::getpid().as_raw() != 1 {
+            let failed = Findings {
+                setup_error: Some("unshare(pid) succeeded but its first child is not PID 1".into()),
+                ..Findings::default()
+            };
+            let _ = std::fs::File::from(write).write_all(failed.encode().as_bytes());
+            // SAFETY: leave without the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
         // Without our own /proc the namespace still holds; tools just see the host's.
         if own_proc {
             let _ = mount_own_proc();
@@ -103,7 +123,7 @@ fn run_as_pid1<Started>(
         let mut nested = Findings::default();
         // All but the command's execve is done while lo is being set up.
         let gate = Some(crate::exec::Gate(ready_read));
-        run_in_place(context, options, Orphans::Untracked, accepted, gate, &mut nested);
+        run_in_place(context, options, Orphans::Untracked, gate, &mut nested);
         // Only when anything but PID 1 is left, look the survivors up by the PIDs
         // the caller knows them by.
         if nested.termination.is_some() && !alone_in_namespace() {
@@ -154,13 +174,29 @@ fn missing_kinds(findings: &Findings) -> Vec<Kind> {
     findings.missing.iter().map(|m| m.kind).collect()
 }
 
-/// Restore, verify, run the command here and list what it left. `accepted` are the
-/// isolations already found missing and allowed: they are not reported again.
+/// The isolations of `among` asked for whose namespace is still the launcher's, but
+/// for those already found missing and allowed (`accepted`), which are not reported
+/// again. `created_here`: by this process's unshare(2), not by systemd.
+fn unapplied(context: &CallerContext, among: Set, created_here: bool, accepted: &[Kind]) -> Vec<Missing> {
+    missing_isolations(context, among, &Linux)
+        .into_iter()
+        .filter(|k| !accepted.contains(k))
+        .map(|kind| Missing {
+            kind,
+            reason: if created_here {
+                format!("unshare({}) succeeded but the namespace is still phasebox's", kind.tag())
+            } else {
+                format!("systemd accepted {} but did not apply it", property(kind))
+            },
+        })
+        .collect()
+}
+
+/// Restore, run the command here and list what it left.
 fn run_in_place(
     context: &CallerContext,
     options: &Options,
     orphans: Orphans,
-    accepted: &[Kind],
     gate: Option<crate::exec::Gate>,
     findings: &mut Findings,
 ) {
@@ -168,17 +204,6 @@ fn run_in_place(
         && let Err(error) = restore(&context.caller, &mut Linux)
     {
         findings.setup_error = Some(format!("{error:#}"));
-        return;
-    }
-    let unapplied = missing_isolations(context, &Linux)
-        .into_iter()
-        .filter(|k| !accepted.contains(k))
-        .map(|kind| Missing {
-            kind,
-            reason: format!("systemd accepted {} but did not apply it", property(kind)),
-        })
-        .collect();
-    if !accept_missing(context, findings, unapplied) {
         return;
     }
     findings.termination = Some(supervise::run_command(context, orphans == Orphans::Untracked, gate));
@@ -218,11 +243,13 @@ fn property(kind: Kind) -> &'static str {
     }
 }
 
-/// Isolations asked for whose namespace is still the launcher's (or can't be read).
-pub fn missing_isolations(context: &CallerContext, host: &impl Host) -> Vec<Kind> {
+/// Isolations of `among` asked for whose namespace is still the launcher's (or can't
+/// be read).
+pub fn missing_isolations(context: &CallerContext, among: Set, host: &impl Host) -> Vec<Kind> {
     context
         .expected
         .iter()
+        .filter(|x| among.contains(x.kind))
         .filter(|x| host.namespace(x.kind).map_or(true, |ours| ours == x.launcher_ns))
         .map(|x| x.kind)
         .collect()
@@ -277,12 +304,15 @@ mod tests {
     fn an_isolation_is_missing_when_the_namespace_is_the_launchers() {
         let mut host = FakeHost::new(true);
         host.namespaces = vec![(Kind::Network, NsId(1)), (Kind::Ipc, NsId(9))];
-        assert_eq!(missing_isolations(&context(), &host), [Kind::Network]);
+        assert_eq!(missing_isolations(&context(), Set::all(), &host), [Kind::Network]);
+        // Only the kinds asked about are checked.
+        let ipc_only = Set { ipc: true, ..Set::default() };
+        assert!(missing_isolations(&context(), ipc_only, &host).is_empty());
         host.namespaces = vec![(Kind::Network, NsId(8)), (Kind::Ipc, NsId(9))];
-        assert!(missing_isolations(&context(), &host).is_empty());
+        assert!(missing_isolations(&context(), Set::all(), &host).is_empty());
         // A namespace that can't be read counts as missing: never assume isolation.
         host.namespaces = vec![(Kind::Ipc, NsId(9))];
-        assert_eq!(missing_isolations(&context(), &host), [Kind::Network]);
+        assert_eq!(missing_isolations(&context(), Set::all(), &host), [Kind::Network]);
     }
 
     #[test]

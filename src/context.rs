@@ -209,15 +209,35 @@ impl Caller {
             umask: current_umask(),
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
-            groups: nix::unistd::getgroups()
-                .context("reading supplementary groups")?
-                .into_iter()
-                .map(|g| g.as_raw())
-                .collect(),
+            groups: supplementary_groups().context("reading supplementary groups")?,
             rlimits: RLIMITS.iter().filter_map(|&r| Linux.rlimit(r).ok()).collect(),
             ignored_signals: ignored_signals(),
             blocked_signals: blocked_signals(),
         })
+    }
+}
+
+/// getgroups(2) asked for the count first: nix's getgroups sizes its buffer by
+/// sysconf(_SC_NGROUPS_MAX), which glibc answers by reading a file in /proc.
+fn supplementary_groups() -> std::io::Result<Vec<u32>> {
+    loop {
+        // SAFETY: a size of 0 only asks for the count.
+        let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        if count < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut groups = vec![0; count as usize];
+        // SAFETY: the buffer holds `count` gid_t.
+        let got = unsafe { libc::getgroups(count, groups.as_mut_ptr()) };
+        if got >= 0 {
+            groups.truncate(got as usize);
+            return Ok(groups);
+        }
+        // EINVAL: the groups changed in between; ask again.
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINVAL) {
+            return Err(error);
+        }
     }
 }
 

@@ -157,8 +157,7 @@ fn forwarding(start: impl FnOnce(&SigSet) -> nix::Result<Pid>) -> nix::Result<Pi
 /// Start the command and wait for it. As a namespace's PID 1 (`reap_all`), also
 /// reap every orphan that is reparented here meanwhile. With a gate, the command
 /// is started at once but execs only once the gate opens.
-pub fn run_command(context: &CallerContext, reap_all: bool, gate: Option<Gate>) -> Termination {
-    let exec = Exec::prepare(context);
+pub fn run_command(exec: &Exec, reap_all: bool, gate: Option<Gate>) -> Termination {
     match forwarding(|_| exec.spawn(gate.as_ref())) {
         Ok(child) => wait_for(child, reap_all),
         Err(error) => {

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use anyhow::{Context, Result};
 
 use crate::context::{Caller, CallerContext, Rlimit};
+use crate::exec::Exec;
 use crate::findings::Findings;
 use crate::host::{Host, Linux};
 use crate::namespaces::{Kind, Set};
@@ -78,7 +79,8 @@ pub fn run_phase<Started>(
             return findings;
         }
         let _started = before_start();
-        run_in_place(context, options, options.orphans, None, &mut findings);
+        let exec = Exec::prepare(context);
+        run_in_place(context, &exec, options, options.orphans, None, &mut findings);
         return findings;
     }
     match run_as_pid1(context, options, &entered, before_start) {
@@ -102,6 +104,10 @@ fn run_as_pid1<Started>(
     let (ready_read, ready_write) = pipe()?;
     let ready_write_fd = ready_write.as_raw_fd();
     let own_proc = entered.mount;
+    // Made before the fork, and freed only once PID 1 is done: PID 1 only reads it,
+    // and no page of it is copied on write.
+    let prepared = Exec::prepare(context);
+    let exec = &prepared;
     // The closure owns the write end: PID 1 writes to it, and this process closes
     // it when the closure is dropped, so the read below ends when PID 1 is gone.
     let pid1 = supervise::spawn_forwarding(move || {
@@ -123,7 +129,7 @@ fn run_as_pid1<Started>(
         let mut nested = Findings::default();
         // All but the command's execve is done while lo is being set up.
         let gate = Some(crate::exec::Gate(ready_read));
-        run_in_place(context, options, Orphans::Untracked, gate, &mut nested);
+        run_in_place(context, exec, options, Orphans::Untracked, gate, &mut nested);
         // Only when anything but PID 1 is left, look the survivors up by the PIDs
         // the caller knows them by.
         if nested.termination.is_some() && !alone_in_namespace() {
@@ -195,6 +201,7 @@ fn unapplied(context: &CallerContext, among: Set, created_here: bool, accepted: 
 /// Restore, run the command here and list what it left.
 fn run_in_place(
     context: &CallerContext,
+    exec: &Exec,
     options: &Options,
     orphans: Orphans,
     gate: Option<crate::exec::Gate>,
@@ -206,7 +213,7 @@ fn run_in_place(
         findings.setup_error = Some(format!("{error:#}"));
         return;
     }
-    findings.termination = Some(supervise::run_command(context, orphans == Orphans::Untracked, gate));
+    findings.termination = Some(supervise::run_command(exec, orphans == Orphans::Untracked, gate));
     findings.usage = Some(crate::usage::Usage::of_waited_children());
     if orphans == Orphans::Cgroup {
         findings.orphans = crate::orphans::list_except_self().unwrap_or_default();

@@ -73,17 +73,19 @@ pub fn run_phase<Started>(
     if !accept_missing(context, &mut findings, unapplied) {
         return findings;
     }
+    // Made before PID 1 is forked, and freed only once it is done: PID 1 only reads
+    // it, and no page of it is copied on write.
+    let exec = Exec::prepare(context);
     if !entered.pid {
         if let Err(error) = finish(&entered, &mut host) {
             findings.setup_error = Some(format!("{error:#}"));
             return findings;
         }
         let _started = before_start();
-        let exec = Exec::prepare(context);
         run_in_place(context, &exec, options, options.orphans, None, &mut findings);
         return findings;
     }
-    match run_as_pid1(context, options, &entered, before_start) {
+    match run_as_pid1(context, &exec, options, &entered, before_start) {
         Ok(nested) => findings.merge(nested),
         Err(error) => findings.setup_error = Some(format!("{error:#}")),
     }
@@ -95,6 +97,7 @@ pub fn run_phase<Started>(
 /// waits for that only at its execve, and `before_start` runs meanwhile too.
 fn run_as_pid1<Started>(
     context: &CallerContext,
+    exec: &Exec,
     options: &Options,
     entered: &Entered,
     before_start: impl FnOnce() -> Started,
@@ -104,38 +107,20 @@ fn run_as_pid1<Started>(
     let (ready_read, ready_write) = pipe()?;
     let ready_write_fd = ready_write.as_raw_fd();
     let own_proc = entered.mount;
-    // Made before the fork, and freed only once PID 1 is done: PID 1 only reads it,
-    // and no page of it is copied on write.
-    let prepared = Exec::prepare(context);
-    let exec = &prepared;
     // The closure owns the write end: PID 1 writes to it, and this process closes
     // it when the closure is dropped, so the read below ends when PID 1 is gone.
     let pid1 = supervise::spawn_forwarding(move || {
         let _ = nix::unistd::close(ready_write_fd);
-        // The PID namespace's own check; and only PID 1 may kill(-1) below.
-        if nix::unistd::getpid().as_raw() != 1 {
-            let failed = Findings {
+        // The PID namespace's own check; and only PID 1 may kill(-1) in as_pid1.
+        let nested = if nix::unistd::getpid().as_raw() == 1 {
+            let gate = crate::exec::Gate(ready_read);
+            as_pid1(context, exec, options, own_proc, gate, &outer)
+        } else {
+            Findings {
                 setup_error: Some("unshare(pid) succeeded but its first child is not PID 1".into()),
                 ..Findings::default()
-            };
-            let _ = std::fs::File::from(write).write_all(failed.encode().as_bytes());
-            // SAFETY: leave without the parent's destructors.
-            unsafe { libc::_exit(0) }
-        }
-        // Without our own /proc the namespace still holds; tools just see the host's.
-        if own_proc {
-            let _ = mount_own_proc();
-        }
-        let mut nested = Findings::default();
-        // All but the command's execve is done while lo is being set up.
-        let gate = Some(crate::exec::Gate(ready_read));
-        run_in_place(context, exec, options, Orphans::Untracked, gate, &mut nested);
-        // Only when anything but PID 1 is left, look the survivors up by the PIDs
-        // the caller knows them by.
-        if nested.termination.is_some() && !alone_in_namespace() {
-            nested.orphans = outer.namespace_members();
-            kill_and_reap_all();
-        }
+            }
+        };
         // Reported and closed, the launcher may go on while PID 1's exit tears
         // down its memory and mount namespace.
         let _ = std::fs::File::from(write).write_all(nested.encode().as_bytes());
@@ -162,6 +147,32 @@ fn run_as_pid1<Started>(
     }
     setup?;
     Ok(nested)
+}
+
+/// As the namespace's PID 1: run the command and, once it has ended, kill and reap
+/// what it left.
+fn as_pid1(
+    context: &CallerContext,
+    exec: &Exec,
+    options: &Options,
+    own_proc: bool,
+    gate: crate::exec::Gate,
+    outer: &OuterProc,
+) -> Findings {
+    // Without our own /proc the namespace still holds; tools just see the host's.
+    if own_proc {
+        let _ = mount_own_proc();
+    }
+    let mut nested = Findings::default();
+    // All but the command's execve is done while lo is being set up.
+    run_in_place(context, exec, options, Orphans::Untracked, Some(gate), &mut nested);
+    // Only when anything but PID 1 is left, look the survivors up by the PIDs the
+    // caller knows them by.
+    if nested.termination.is_some() && !alone_in_namespace() {
+        nested.orphans = outer.namespace_members();
+        kill_and_reap_all();
+    }
+    nested
 }
 
 /// Whether this PID 1 is the only process left in its namespace (a zombie counts).

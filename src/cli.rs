@@ -305,9 +305,14 @@ fn define<T: Args>(cmd: clap::Command) -> clap::Command {
     T::augment_args(cmd).about(about).long_about(long_about)
 }
 
+// The _mut forms take the values out of the matches; the others would copy them
+// all first.
 impl<T: FromArgMatches> FromArgMatches for Deferred<T> {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
         T::from_arg_matches(matches).map(Deferred)
+    }
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(matches).map(Deferred)
     }
     fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
         self.0.update_from_arg_matches(matches)
@@ -325,8 +330,8 @@ pub fn command() -> clap::Command {
 /// Parse argv. Usage errors exit with 125 like every failure of phasebox itself
 /// (clap's own default, 2, would look like the command's status).
 pub fn parse() -> Cli {
-    let matches = command().try_get_matches().unwrap_or_else(|error| exit_on(error));
-    Cli::from_arg_matches(&matches).unwrap_or_else(|error| exit_on(error))
+    let mut matches = command().try_get_matches().unwrap_or_else(|error| exit_on(error));
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|error| exit_on(error))
 }
 
 fn exit_on(error: clap::Error) -> ! {

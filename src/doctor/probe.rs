@@ -67,8 +67,7 @@ fn manager_facts(manager: Manager, runtime: &tokio::runtime::Runtime) -> Manager
 /// namespace when unprivileged), and an unprivileged user namespace, each in a child
 /// that exits afterwards.
 fn namespaces(uid: u32, unprivileged: u32) -> Result<Namespaces> {
-    let all = Set { network: true, ipc: true, uts: true, pid: true };
-    let report = in_child(|| match crate::sandbox::enter(all, &mut Linux) {
+    let report = in_child(|| match crate::sandbox::enter(Set::all(), &mut Linux) {
         Ok(entered) => entered
             .missing
             .iter()

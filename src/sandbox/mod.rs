@@ -128,14 +128,10 @@ mod tests {
     use super::*;
     use crate::host::fake::FakeHost;
 
-    fn all() -> Set {
-        Set { network: true, ipc: true, uts: true, pid: true }
-    }
-
     #[test]
     fn root_unshares_each_namespace_and_sets_it_up() {
         let mut host = FakeHost::new(true);
-        let entered = enter(all(), &mut host).unwrap();
+        let entered = enter(Set::all(), &mut host).unwrap();
         assert!(entered.missing.is_empty() && entered.pid && entered.mount);
         finish(&entered, &mut host).unwrap();
         assert_eq!(
@@ -172,7 +168,7 @@ mod tests {
     fn one_missing_namespace_keeps_the_others() {
         let mut host = FakeHost::new(true);
         host.refused = vec![(CloneFlags::CLONE_NEWNET, Errno::EINVAL)];
-        let entered = enter(all(), &mut host).unwrap();
+        let entered = enter(Set::all(), &mut host).unwrap();
         finish(&entered, &mut host).unwrap();
         assert_eq!(entered.missing.len(), 1);
         assert_eq!(entered.missing[0].kind, Kind::Network);
@@ -185,7 +181,7 @@ mod tests {
     fn without_user_namespaces_an_unprivileged_caller_gets_nothing_and_is_told_why() {
         let mut host = FakeHost::new(false);
         host.refused = vec![(CloneFlags::CLONE_NEWUSER, Errno::EPERM)];
-        let entered = enter(all(), &mut host).unwrap();
+        let entered = enter(Set::all(), &mut host).unwrap();
         assert_eq!(entered.missing.len(), 4);
         assert!(entered.missing[0].reason.contains("user namespace"));
     }

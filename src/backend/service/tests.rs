@@ -59,10 +59,6 @@ async fn old_systemd(version: &str, unknown: &[&'static str]) -> (Client, Calls,
     (Client::over(Manager::System, client).await.unwrap(), calls, server)
 }
 
-fn everything() -> Set {
-    Set { network: true, ipc: true, uts: true, pid: true }
-}
-
 async fn start(client: &Client, split: &mut Split) -> Result<zbus::OwnedObjectPath, Failure> {
     start_negotiating(client, "phasebox-test.service", split, false, |split| {
         Ok(isolation_properties(split, Manager::System))
@@ -73,7 +69,7 @@ async fn start(client: &Client, split: &mut Split) -> Result<zbus::OwnedObjectPa
 #[tokio::test]
 async fn a_systemd_older_than_248_is_not_asked_for_private_ipc() {
     let (client, calls, _server) = old_systemd("245.4-4ubuntu3", &["PrivateIPC"]).await;
-    let mut split = Split::new(everything(), Manager::System, client.version().await.ok());
+    let mut split = Split::new(Set::all(), Manager::System, client.version().await.ok());
     assert_eq!(split.systemd, Set { network: true, ..Set::default() });
     assert_eq!(split.inner, Set { ipc: true, uts: true, pid: true, ..Set::default() });
     start(&client, &mut split).await.unwrap();
@@ -84,7 +80,7 @@ async fn a_systemd_older_than_248_is_not_asked_for_private_ipc() {
 async fn a_refused_isolation_property_is_made_by_the_inner_mode_instead() {
     // A systemd that claims a new version but was built without the property.
     let (client, calls, _server) = old_systemd("252", &["PrivateIPC"]).await;
-    let mut split = Split::new(everything(), Manager::System, client.version().await.ok());
+    let mut split = Split::new(Set::all(), Manager::System, client.version().await.ok());
     assert!(split.systemd.ipc);
     start(&client, &mut split).await.unwrap();
     assert_eq!(*calls.lock().unwrap(), [vec!["PrivateNetwork", "PrivateIPC"], vec!["PrivateNetwork"]]);
@@ -95,17 +91,17 @@ async fn a_refused_isolation_property_is_made_by_the_inner_mode_instead() {
 #[tokio::test]
 async fn a_refused_network_keeps_the_other_isolations() {
     let (client, calls, _server) = old_systemd("230", &["PrivateNetwork"]).await;
-    let mut split = Split::new(everything(), Manager::System, client.version().await.ok());
+    let mut split = Split::new(Set::all(), Manager::System, client.version().await.ok());
     start(&client, &mut split).await.unwrap();
     assert_eq!(calls.lock().unwrap().len(), 2);
-    assert_eq!(split.inner, everything());
+    assert_eq!(split.inner, Set::all());
     assert!(!split.loopback_addresses);
 }
 
 #[tokio::test]
 async fn other_refusals_are_reported_not_retried() {
     let (client, calls, _server) = old_systemd("230", &["PrivateUsers"]).await;
-    let mut split = Split::new(everything(), Manager::User, Some(230));
+    let mut split = Split::new(Set::all(), Manager::User, Some(230));
     let error = start_negotiating(&client, "phasebox-test.service", &mut split, false, |split| {
         Ok(isolation_properties(split, Manager::User))
     })
@@ -117,7 +113,7 @@ async fn other_refusals_are_reported_not_retried() {
 
 #[test]
 fn a_user_manager_leaves_lo_to_the_inner_mode() {
-    let split = Split::new(everything(), Manager::User, Some(252));
+    let split = Split::new(Set::all(), Manager::User, Some(252));
     assert!(split.inner.network && split.inner.uts && !split.loopback_addresses);
     assert!(split.systemd.network && split.systemd.ipc);
 }

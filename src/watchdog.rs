@@ -71,20 +71,31 @@ pub fn guard(launcher: Launcher) -> Result<()> {
     }
 }
 
+/// Wait until `fd` is readable; only EINTR is tried again, any other error ends
+/// the wait (a loop on every error would spin).
+fn wait_readable(fd: i32) -> std::io::Result<()> {
+    let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    loop {
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut poll, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            return Err(error);
+        }
+    }
+}
+
 /// In the watcher: wait for the launcher's end, then SIGKILL every other process of
 /// our cgroup (the inner mode, the command and all it started).
 fn watch(launcher: Launcher, pidfd: Option<OwnedFd>) {
-    match pidfd {
-        Some(fd) => {
-            let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd; a pidfd becomes readable when its process exits.
-            while unsafe { libc::poll(&mut poll, 1, -1) } < 0 {}
-        }
-        // Kernels before 5.3 have no pidfd: look every 100 ms.
-        None => {
-            while launcher.is_alive() {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
+    // A pidfd becomes readable when its process exits. Kernels before 5.3 have no
+    // pidfd, and a poll that fails for another reason than a signal can't be
+    // trusted to wake up: then look every 100 ms.
+    if pidfd.is_none_or(|fd| wait_readable(fd.as_raw_fd()).is_err()) {
+        while launcher.is_alive() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
     eprintln!("phasebox: the launcher (PID {}) is gone; stopping the phase", launcher.pid);
@@ -97,6 +108,32 @@ fn watch(launcher: Launcher, pidfd: Option<OwnedFd>) {
         for process in others {
             // SAFETY: kill with a plain PID.
             unsafe { libc::kill(process.pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_that_fails_ends_the_wait_instead_of_spinning() {
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        // In a child, where poll(2) fails with EINVAL: one descriptor is more than
+        // RLIMIT_NOFILE allows. The child exits 0 only if the wait returned that error.
+        // SAFETY: the child makes only system calls before _exit.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => unsafe {
+                libc::alarm(5);
+                let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &none);
+                let einval = wait_readable(read.as_raw_fd()).err().and_then(|e| e.raw_os_error());
+                libc::_exit(if einval == Some(libc::EINVAL) { 0 } else { 1 })
+            },
+            ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
         }
     }
 }

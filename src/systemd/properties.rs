@@ -252,6 +252,9 @@ pub enum Applies {
     /// A setting of the process itself: phasebox applies it where systemd doesn't
     /// spawn the command (scope and unshare modes).
     Process(ProcessSetting),
+    /// An execution setting turned off (`NoNewPrivileges=no`, `PrivateTmp=no`): it
+    /// asks for nothing, so every mode honours it; a service still gets it as given.
+    Nothing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,8 +296,11 @@ fn applies(spec: &Spec, properties: &[Property]) -> Applies {
             Applies::Process(ProcessSetting::Rlimit(Rlimit { resource, soft: value(1), hard: value(0) }))
         }
         (Syntax::Nice, _) => Applies::Process(ProcessSetting::Nice(value(0) as i32)),
-        (_, "NoNewPrivileges") if value(0) == 1 => Applies::Process(ProcessSetting::NoNewPrivileges),
-        (_, "NoNewPrivileges" | "PrivateTmp" | "PrivateDevices" | "PrivateUsers") => Applies::ServiceOnly,
+        (_, "NoNewPrivileges" | "PrivateTmp" | "PrivateDevices" | "PrivateUsers") if value(0) == 0 => {
+            Applies::Nothing
+        }
+        (_, "NoNewPrivileges") => Applies::Process(ProcessSetting::NoNewPrivileges),
+        (_, "PrivateTmp" | "PrivateDevices" | "PrivateUsers") => Applies::ServiceOnly,
         _ => Applies::Unit,
     }
 }
@@ -393,6 +399,14 @@ mod tests {
         assert_eq!(parse_assignment("Nice=-3").unwrap().applies, Applies::Process(ProcessSetting::Nice(-3)));
         assert_eq!(parse_assignment("PrivateTmp=yes").unwrap().applies, Applies::ServiceOnly);
         assert_eq!(parse_assignment("MemoryMax=1G").unwrap().applies, Applies::Unit);
+        // Turned off, they ask for nothing: no mode has to refuse them.
+        for off in ["NoNewPrivileges=no", "PrivateTmp=no", "PrivateDevices=false", "PrivateUsers=0"] {
+            assert_eq!(parse_assignment(off).unwrap().applies, Applies::Nothing, "{off}");
+        }
+        assert_eq!(
+            parse_assignment("NoNewPrivileges=yes").unwrap().applies,
+            Applies::Process(ProcessSetting::NoNewPrivileges)
+        );
     }
 
     #[test]

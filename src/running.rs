@@ -2,15 +2,18 @@
 //! phases from systemd's units, unshare phases from the files their launchers keep
 //! in phasebox's runtime directory while they run.
 
-use std::fs::{File, TryLockError};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::mode::bus_socket;
+use crate::mode::Reach;
 use crate::runtime_dir;
 use crate::systemd::Manager;
 use crate::systemd::client::Client;
@@ -48,7 +51,7 @@ pub fn list() -> (Vec<Running>, Vec<String>) {
     let mut phases = Vec::new();
     let mut unreachable = Vec::new();
     for manager in [Manager::System, Manager::User] {
-        if bus_socket(manager).is_err() {
+        if !Reach::of_host(manager).usable() {
             continue;
         }
         match units_of(manager) {
@@ -56,7 +59,10 @@ pub fn list() -> (Vec<Running>, Vec<String>) {
             Err(error) => unreachable.push(format!("{error:#}")),
         }
     }
-    phases.extend(unshare_phases());
+    match unshare_phases() {
+        Ok(unshare) => phases.extend(unshare),
+        Err(error) => unreachable.push(format!("{error:#}")),
+    }
     (phases, unreachable)
 }
 
@@ -125,7 +131,8 @@ struct PhaseFile {
 /// The file an unshare-mode launcher keeps while its phase runs, open and locked;
 /// removed on drop. The lock says that the launcher still runs: the kernel drops it
 /// when the launcher ends, however it ends, and while it is held the PID in the
-/// file can't belong to another process.
+/// file is the launcher's. The name holds the start time too, so a launcher that
+/// reuses the PID of a killed one never meets the stale file's name.
 pub struct Registered {
     path: PathBuf,
     _locked: File,
@@ -138,23 +145,49 @@ impl Drop for Registered {
 }
 
 /// Make this unshare-mode launcher's phase visible to `phasebox ps` and `stop`. A
-/// phase that can't be registered still runs: the listing is only a convenience.
-pub fn register(description: &str) -> Option<Registered> {
+/// phase that can't be registered still runs (the listing is only a convenience),
+/// with a warning unless `quiet`.
+pub fn register(description: &str, quiet: bool) -> Option<Registered> {
     let dir = registry();
-    runtime_dir::create_private(&dir).ok()?;
+    match try_register(&dir, description) {
+        Ok(registered) => Some(registered),
+        Err(error) => {
+            if !quiet {
+                eprintln!("phasebox: warning: this phase is not listed by `phasebox ps`: {error:#}");
+            }
+            None
+        }
+    }
+}
+
+fn try_register(dir: &Path, description: &str) -> Result<Registered> {
+    runtime_dir::create_private(dir)?;
     let since_micros =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros()
             as u64;
     let pid = std::process::id();
     let phase = PhaseFile { pid, description: description.to_string(), since_micros };
-    let path = dir.join(format!("unshare-{pid}.phase"));
-    // Written and locked under another name, so `ps` never finds it unlocked.
-    let draft = path.with_extension("draft");
-    let mut file = File::create(&draft).ok()?;
-    file.lock().ok()?;
-    file.write_all(&serde_json::to_vec(&phase).ok()?).ok()?;
-    std::fs::rename(&draft, &path).ok()?;
-    Some(Registered { path, _locked: file })
+    let path = dir.join(format!("unshare-{pid}-{since_micros}.phase"));
+    // Written and locked while it has no name, then given one: `ps` never finds it
+    // unlocked, and nothing half-made is left behind.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    file.lock().context("locking the phase's file")?;
+    file.write_all(&serde_json::to_vec(&phase)?).context("writing the phase's file")?;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: two NUL-terminated paths; linkat creates a name for the open file.
+    let linked = unsafe {
+        libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+    };
+    if linked != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("naming {}", path.display()));
+    }
+    Ok(Registered { path, _locked: file })
 }
 
 /// Whether the launcher that registered this file still holds its lock.
@@ -176,37 +209,116 @@ fn registry() -> PathBuf {
     }
 }
 
+/// A registered unshare phase whose launcher runs, and the open file that says so.
+struct Listed {
+    phase: PhaseFile,
+    file: File,
+}
+
 /// The registered unshare phases whose launchers still run; stale files (of a
-/// launcher that was killed) are removed.
-fn unshare_phases() -> Vec<Running> {
+/// launcher that was killed) are removed. Only a directory of the caller's own,
+/// closed to others, is read, and only regular files in it, opened without
+/// following links or blocking.
+fn listed() -> Result<Vec<Listed>> {
+    let dir = registry();
+    match std::fs::symlink_metadata(&dir) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        _ => runtime_dir::ensure_private(&dir)?,
+    }
     let mut phases = Vec::new();
-    for entry in std::fs::read_dir(registry()).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "phase") {
             continue;
         }
-        let Ok(mut opened) = File::open(&path) else { continue };
-        if !launcher_runs(&opened) {
+        let Ok(mut file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+        else {
+            continue;
+        };
+        if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+            continue;
+        }
+        if !launcher_runs(&file) {
             let _ = std::fs::remove_file(&path);
             continue;
         }
         let mut bytes = Vec::new();
-        if opened.read_to_end(&mut bytes).is_err() {
+        if file.read_to_end(&mut bytes).is_err() {
             continue;
         }
-        let Ok(file) = serde_json::from_slice::<PhaseFile>(&bytes) else { continue };
-        phases.push(Running {
-            id: format!("unshare-{}", file.pid),
+        if let Ok(phase) = serde_json::from_slice::<PhaseFile>(&bytes) {
+            phases.push(Listed { phase, file });
+        }
+    }
+    Ok(phases)
+}
+
+fn unshare_phases() -> Result<Vec<Running>> {
+    Ok(listed()?
+        .into_iter()
+        .map(|Listed { phase, .. }| Running {
+            id: format!("unshare-{}", phase.pid),
             manager: None,
             backend: "unshare",
-            description: file.description,
-            main_pid: Some(file.pid),
+            description: phase.description,
+            main_pid: Some(phase.pid),
             tasks: None,
             memory_bytes: None,
-            since_micros: Some(file.since_micros),
-        });
+            since_micros: Some(phase.since_micros),
+        })
+        .collect())
+}
+
+/// Stop the unshare phase of the launcher with this PID as SIGTERM to it would, and
+/// wait until the launcher is gone. The signal goes through a pidfd taken while
+/// the launcher's lock was held: it can't reach a process that reused the PID.
+pub fn stop_unshare(pid: u32, within: Duration) -> Result<()> {
+    let Some(Listed { file, .. }) = listed()?.into_iter().find(|l| l.phase.pid == pid) else {
+        bail!("no running unshare phase has PID {pid}");
+    };
+    // SAFETY: pidfd_open with a plain PID and no flags.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("opening its phasebox, PID {pid}"));
     }
-    phases
+    // SAFETY: a new descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    // Still locked after the pidfd was opened: the launcher was alive all along, so
+    // the pidfd is the launcher's.
+    if !launcher_runs(&file) {
+        bail!("its phasebox (PID {pid}) has just ended");
+    }
+    // SAFETY: pidfd_send_signal on our pidfd, with no siginfo and no flags.
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGTERM,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("signalling its phasebox, PID {pid}"));
+    }
+    // A pidfd becomes readable when its process ends.
+    let mut poll = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut poll, 1, left.as_millis() as libc::c_int) } {
+            1 => return Ok(()),
+            0 => bail!("its phasebox (PID {pid}) did not end within {} s", within.as_secs()),
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => return Err(std::io::Error::last_os_error()).context("waiting for its phasebox to end"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -68,8 +68,9 @@ pub fn create_private(dir: &Path) -> Result<()> {
     ensure_private(dir)
 }
 
-/// The directory must be ours and closed to others: the context holds the environment.
-fn ensure_private(dir: &Path) -> Result<()> {
+/// The directory must be ours and closed to others: the context holds the
+/// environment, and what phasebox reads from it must be what it wrote itself.
+pub fn ensure_private(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(dir).with_context(|| format!("checking {}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != nix::unistd::getuid().as_raw() || meta.mode() & 0o077 != 0 {

@@ -1,7 +1,7 @@
 //! `phasebox stop TARGET...`: stop running phases cleanly, as SIGTERM to their
 //! phasebox would: every process of the phase ends, and its phasebox reports it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -42,30 +42,14 @@ fn names(phase: &Running, target: &str) -> bool {
         || target == format!("{}/{}", package.category, package.pn())
 }
 
-/// Whether PID is alive: not gone, and not a zombie waiting for its parent.
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !crate::orphans::is_zombie(&stat))
-}
-
 fn stop_one(phase: &Running) -> Result<()> {
     match (phase.manager, phase.main_pid) {
         (Some(manager), _) => {
             let runtime = crate::systemd::runtime()?;
             runtime.block_on(async { Client::connect(manager).await?.stop(&phase.id).await })
         }
-        (None, Some(pid)) => {
-            // The launcher stops its phase on SIGTERM, and exits once all of it is gone.
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGTERM)
-                .with_context(|| format!("signalling its phasebox, PID {pid}"))?;
-            let deadline = Instant::now() + UNSHARE_STOP_WITHIN;
-            while running(pid) {
-                if Instant::now() > deadline {
-                    bail!("its phasebox (PID {pid}) did not end within {} s", UNSHARE_STOP_WITHIN.as_secs());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Ok(())
-        }
+        // The launcher stops its phase on SIGTERM, and exits once all of it is gone.
+        (None, Some(pid)) => running::stop_unshare(pid, UNSHARE_STOP_WITHIN),
         (None, None) => bail!("it has no process to signal"),
     }
 }

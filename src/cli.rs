@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use clap::builder::Resettable;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-/// Run one build phase in its own transient systemd unit, with a private network
-/// (only loopback) and private IPC, and kill everything it leaves behind.
+/// Run one build phase in a sandbox, with a private network (only loopback) and
+/// private IPC, and kill everything it leaves behind: a transient systemd unit where
+/// systemd runs, namespaces alone where it does not.
 #[derive(Parser, Debug)]
 #[command(name = "phasebox", version, propagate_version = true)]
 pub struct Cli {
@@ -50,10 +51,10 @@ pub enum Command {
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   N        the command's own exit status
-  125      phasebox itself failed (bad flag, systemd unreachable, an isolation missing)
-  126      the command was found but could not be executed
   123      the phase ran out of memory (--memory-max, MemoryMax=) and was killed
   124      the phase ran past --timeout (RuntimeMaxSec=) and was stopped
+  125      phasebox itself failed (bad flag, systemd unreachable, an isolation missing)
+  126      the command was found but could not be executed
   127      the command was not found
   128+N    the command was killed by signal N, or phasebox was stopped by
            SIGINT, SIGTERM or SIGHUP (130, 143, 129), which stop the whole phase";

@@ -1,4 +1,5 @@
-//! phasebox: run one build phase in its own sandboxed transient systemd unit.
+//! phasebox: run one build phase in a sandbox (a transient systemd unit where
+//! systemd runs, namespaces alone where it does not) and kill what it leaves behind.
 //!
 //! Data flows one way: argv (`cli`) → plan (`plan`) → backend (`backend`) →
 //! status (`exit`) → report (`report`). The inner mode (`inner`) is phasebox

@@ -1,54 +1,63 @@
-//! From the command line to a complete plan: which backend and why, which
-//! isolations, which properties, and the caller's context. Everything that can be
-//! refused is refused here, before anything starts.
+//! From the command line to a complete plan. `Settings` are the flags checked and
+//! resolved once; `mode::decide` picks the backend from them and the host; `Plan`
+//! is what the chosen backend needs. Everything that can be refused is refused
+//! before anything starts, and before anything is written.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 
 use crate::cli::{ModeArg, RunArgs};
 use crate::command_path;
 use crate::context::{Caller, CallerContext, Expected, apply_setenv};
 use crate::exit::Failure;
-use crate::mode::{self, Backend, Situation};
+use crate::mode::{self, Asked, Backend, Lost, Mode, Reach, Request, Why};
 use crate::namespaces::{Kind, NsId, Set};
-use crate::policy::{Decision, PhaseRun, Sharing};
-use crate::systemd::properties::{Applies, ProcessSetting, Property, parse_given_as};
+use crate::policy::PhaseRun;
+use crate::systemd::properties::{Applies, ProcessSetting, Property, UserProperty, parse_given_as};
 use crate::systemd::{Manager, unit_name};
 
-pub struct Plan {
-    pub backend: Backend,
-    /// `--mode auto` chose the backend: it may still fall back to unshare when
-    /// systemd turns out unreachable.
-    pub auto: bool,
-    pub reason: String,
-    /// The isolations asked for.
-    pub wanted: Set,
-    /// The unit's name without its type suffix.
+/// The flags of `run`, checked and resolved: nothing here depends on the backend.
+pub struct Settings {
+    pub mode: ModeArg,
+    pub manager: Manager,
+    pub keep_fds: bool,
+    /// `--phase`: what the policy decided.
+    pub phase: Option<PhaseRun>,
+    network: Option<bool>,
+    ipc: Option<bool>,
+    pid: Option<bool>,
+    /// Every -p and limit flag, parsed, with how the user gave it.
+    properties: Vec<(UserProperty, String)>,
+    /// --timeout as given, and as a duration.
+    timeout: Option<(String, Duration)>,
+    /// What is known of the manager's bus before connecting to it.
+    pub reach: Reach,
+    /// What a service would lose of the caller's state (looked at only when
+    /// `--mode auto` could pick a service).
+    lost: Option<Lost>,
     pub unit_stem: String,
     pub slice: String,
     pub description: String,
-    /// Properties from -p that systemd applies, in order.
-    pub unit_properties: Vec<Property>,
-    pub user_sets_timeout_stop: bool,
-    /// Settings of -p that phasebox applies itself when systemd doesn't spawn the command.
-    pub process_settings: Vec<ProcessSetting>,
-    pub context: CallerContext,
-    /// --timeout: systemd enforces it in service mode, phasebox in the others.
-    pub timeout: Option<std::time::Duration>,
-    /// --report: the file the phase's record is appended to, opened before it runs.
-    pub report: Option<std::fs::File>,
-    /// `--phase`: what the policy decided, shown by -v.
-    pub phase: Option<PhaseRun>,
+    program: OsString,
+    argv: Vec<OsString>,
+    caller: Caller,
+    best_effort: bool,
+    pub quiet: bool,
     pub verbose: bool,
+    /// --report: opened only once everything else was checked.
+    pub report: Option<PathBuf>,
 }
 
-impl Plan {
-    pub fn from_args(args: RunArgs) -> Result<Plan, Failure> {
+impl Settings {
+    pub fn resolve(args: RunArgs) -> Result<Settings, Failure> {
+        let root = nix::unistd::geteuid().is_root();
         let manager = if args.user {
             Manager::User
-        } else if args.system || nix::unistd::geteuid().is_root() {
+        } else if args.system || root {
             Manager::System
         } else {
             Manager::User
@@ -57,32 +66,6 @@ impl Plan {
             Some(given) => Some(PhaseRun::resolve(given, &args.policy)?),
             None => None,
         };
-        let (backend, reason) = match (&phase, args.mode) {
-            (Some(run), _) if !run.decision.confine => (Backend::Unconfined, unconfined_reason(run)),
-            (_, ModeArg::Auto) => mode::choose(manager, &Situation::of_this_host(manager, args.keep_fds)),
-            (_, ModeArg::Service) if args.keep_fds => {
-                return Err(anyhow!(
-                    "--keep-fds needs --mode scope or unshare: a service gets only descriptors 0-2"
-                )
-                .into());
-            }
-            (_, ModeArg::Service) => (Backend::Service(manager), "--mode service".into()),
-            (_, ModeArg::Scope) => (Backend::Scope(manager), "--mode scope".into()),
-            (_, ModeArg::Unshare) => (Backend::Unshare, "--mode unshare".into()),
-        };
-        if backend == Backend::Service(Manager::System) && !nix::unistd::geteuid().is_root() {
-            // The system manager would run the command as root: no way to gain that here.
-            return Err(anyhow!(
-                "a service of the system manager would run the command as root, and you are not root; \
-                 leave out --system (your user manager runs it as you), or use --mode scope"
-            )
-            .into());
-        }
-        let wanted = match backend {
-            Backend::Unconfined => Set::default(),
-            _ => wanted_isolations(&args, phase.as_ref().map(|run| &run.decision), backend),
-        };
-
         // The limit flags are properties too, checked and refused the same way.
         let mut assignments: Vec<(String, String)> =
             args.properties.iter().map(|text| (text.clone(), format!("-p {text}"))).collect();
@@ -100,62 +83,14 @@ impl Plan {
                 let usec = crate::value_syntax::timespan_usec(value).with_context(|| {
                     format!("--timeout {value}: not a duration (like 90, 30min, 1h 30min)")
                 })?;
-                // systemd would stop a scope from outside, unseen: there phasebox times
-                // the phase itself, as it stops it on SIGTERM.
-                if matches!(backend, Backend::Service(_)) {
-                    assignments.push((format!("RuntimeMaxSec={value}"), format!("--timeout {value}")));
-                }
-                Some(std::time::Duration::from_micros(usec))
+                Some((value.clone(), Duration::from_micros(usec)))
             }
             None => None,
         };
-        let report =
-            match &args.report {
-                Some(path) => {
-                    Some(std::fs::OpenOptions::new().append(true).create(true).open(path).with_context(
-                        || format!("--report {}: cannot open it for appending", path.display()),
-                    )?)
-                }
-                None => None,
-            };
-
-        let mut unit_properties = Vec::new();
-        let mut process_settings = Vec::new();
-        let mut user_sets_timeout_stop = false;
-        for (text, shown) in &assignments {
-            let parsed = parse_given_as(text, shown)?;
-            user_sets_timeout_stop |= parsed.name == "TimeoutStopSec";
-            match (parsed.applies, backend) {
-                // Nothing of a sandbox applies to a phase the policy leaves alone.
-                (_, Backend::Unconfined) => {}
-                (_, Backend::Service(_)) => {
-                    if let Applies::Process(setting) = parsed.applies {
-                        process_settings.push(setting);
-                    }
-                    unit_properties.extend(parsed.properties);
-                }
-                (Applies::Process(setting), _) => process_settings.push(setting),
-                (Applies::Unit, Backend::Scope(_)) => unit_properties.extend(parsed.properties),
-                (Applies::ServiceOnly, _) => {
-                    return Err(anyhow!(
-                        "{shown}: only a service can apply {}, and this phase runs in {} mode ({reason}); \
-                         use --mode service",
-                        parsed.name,
-                        backend.name()
-                    )
-                    .into());
-                }
-                (Applies::Unit, Backend::Unshare) => {
-                    return Err(anyhow!(
-                        "{shown}: {} needs systemd (service or scope mode), and this phase runs in \
-                         unshare mode ({reason})",
-                        parsed.name
-                    )
-                    .into());
-                }
-            }
-        }
-
+        let properties = assignments
+            .iter()
+            .map(|(text, shown)| Ok((parse_given_as(text, shown)?, shown.clone())))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let unit_stem = match (&args.unit, &phase) {
             (Some(name), _) => unit_name::stem(name)?,
             (None, Some(run)) => unit_name::phase_stem(
@@ -164,10 +99,143 @@ impl Plan {
             ),
             (None, None) => unit_name::random_stem(),
         };
-
         let mut caller = Caller::capture()?;
         apply_setenv(&mut caller.env, &args.setenv)?;
         let program = command_path::resolve(&args.command[0], &caller.env, &caller.cwd)?;
+        let description = match (&args.description, &phase) {
+            (Some(text), _) => text.clone(),
+            (None, Some(run)) => run.description(),
+            (None, None) => describe(&args.command),
+        };
+        let switch = |on: bool, off: bool| {
+            if on {
+                Some(true)
+            } else if off {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        let reach = Reach::of_host(manager);
+        let lost =
+            if args.mode == ModeArg::Auto && reach.usable() { Lost::of_this_caller(manager) } else { None };
+        Ok(Settings {
+            mode: args.mode,
+            manager,
+            keep_fds: args.keep_fds,
+            phase,
+            network: switch(args.network, args.no_network),
+            ipc: switch(args.ipc, args.no_ipc),
+            pid: switch(args.pid, args.no_pid),
+            properties,
+            timeout,
+            reach,
+            lost,
+            unit_stem,
+            slice: args.slice,
+            description,
+            program,
+            argv: args.command,
+            caller,
+            best_effort: args.best_effort,
+            quiet: args.quiet,
+            verbose: args.verbose,
+            report: args.report,
+        })
+    }
+
+    /// What `mode::decide` decides on, besides the bus.
+    pub fn request(&self) -> Request<'_> {
+        let first = |applies: fn(&Applies) -> bool| {
+            self.properties
+                .iter()
+                .find(|(p, _)| applies(&p.applies))
+                .map(|(p, shown)| Asked { shown: shown.clone(), property: p.name })
+        };
+        Request {
+            mode: self.mode,
+            manager: self.manager,
+            root: nix::unistd::geteuid().is_root(),
+            keep_fds: self.keep_fds,
+            lost: self.lost,
+            policy: self.phase.as_ref().map(|run| (&run.decision, unconfined_reason(run))),
+            network: self.network,
+            ipc: self.ipc,
+            pid: self.pid,
+            needs_systemd: first(|a| matches!(a, Applies::Unit)),
+            needs_service: first(|a| matches!(a, Applies::ServiceOnly)),
+        }
+    }
+
+    /// Decide the mode for what is known of the bus, and plan for it.
+    pub fn plan(&self, reach: &Reach) -> Result<Plan, Failure> {
+        let mode = mode::decide(&self.request(), reach).map_err(anyhow::Error::new)?;
+        Plan::new(self, mode, reach)
+    }
+}
+
+pub struct Plan {
+    pub backend: Backend,
+    /// `--mode auto` chose the backend: it falls back to unshare mode when systemd
+    /// turns out not to answer.
+    pub auto: bool,
+    pub why: Why,
+    /// The bus the backend was chosen for.
+    pub bus: Option<String>,
+    /// The isolations asked for.
+    pub wanted: Set,
+    /// The unit's name without its type suffix.
+    pub unit_stem: String,
+    pub slice: String,
+    pub description: String,
+    /// Properties from -p that systemd applies, in order.
+    pub unit_properties: Vec<Property>,
+    pub user_sets_timeout_stop: bool,
+    /// Settings of -p that phasebox applies itself when systemd doesn't spawn the command.
+    pub process_settings: Vec<ProcessSetting>,
+    pub context: CallerContext,
+    /// --timeout: systemd enforces it in service mode, phasebox in the others.
+    pub timeout: Option<Duration>,
+    /// `--phase`: what the policy decided, shown by -v.
+    pub phase: Option<PhaseRun>,
+    pub verbose: bool,
+}
+
+impl Plan {
+    fn new(settings: &Settings, mode: Mode, reach: &Reach) -> Result<Plan, Failure> {
+        let Mode { backend, why, isolations: wanted } = mode;
+        let mut unit_properties = Vec::new();
+        let mut process_settings = Vec::new();
+        let mut user_sets_timeout_stop = false;
+        let timeout_property = match (&settings.timeout, backend) {
+            // systemd would stop a scope from outside, unseen: there phasebox times the
+            // phase itself, as it stops it on SIGTERM.
+            (Some((value, _)), Backend::Service(_)) => {
+                Some(parse_given_as(&format!("RuntimeMaxSec={value}"), &format!("--timeout {value}"))?)
+            }
+            _ => None,
+        };
+        for parsed in settings.properties.iter().map(|(p, _)| p).chain(&timeout_property) {
+            user_sets_timeout_stop |= parsed.name == "TimeoutStopSec";
+            // `mode::decide` refused what the backend can't apply.
+            match (&parsed.applies, backend) {
+                (_, Backend::Unconfined) | (Applies::Nothing, _) => {}
+                (applies, Backend::Service(_)) => {
+                    if let Applies::Process(setting) = applies {
+                        process_settings.push(*setting);
+                    }
+                    unit_properties.extend(parsed.properties.iter().cloned());
+                }
+                (Applies::Process(setting), _) => process_settings.push(*setting),
+                (Applies::Unit, Backend::Scope(_)) => {
+                    unit_properties.extend(parsed.properties.iter().cloned())
+                }
+                (Applies::Unit | Applies::ServiceOnly, _) => {
+                    unreachable!("mode::decide refuses {} in {} mode", parsed.name, backend.name())
+                }
+            }
+        }
+        let mut caller = settings.caller.clone();
         if matches!(backend, Backend::Service(_)) {
             // systemd sets these limits from -p; the caller's must not undo them.
             caller.rlimits.retain(|r| {
@@ -176,50 +244,45 @@ impl Plan {
                     .any(|s| matches!(s, ProcessSetting::Rlimit(l) if l.resource == r.resource))
             });
         }
-
         let mut expected = Vec::new();
         // A PID namespace is verified by its PID 1, which must be PID 1 in it.
         for kind in wanted.kinds().filter(|&kind| kind != Kind::Pid) {
             let launcher_ns = NsId::of_self(kind).context("reading phasebox's own namespaces")?;
             expected.push(Expected { kind, launcher_ns });
         }
-        let description = match (&args.description, &phase) {
-            (Some(text), _) => text.clone(),
-            (None, Some(run)) => run.description(),
-            (None, None) => describe(&args.command),
-        };
         let context = CallerContext {
-            program,
-            argv: args.command,
+            program: settings.program.clone(),
+            argv: settings.argv.clone(),
             caller,
             expected,
             unshare: Set::default(),
             loopback_addresses: false,
-            best_effort: args.best_effort,
-            quiet: args.quiet,
+            best_effort: settings.best_effort,
+            quiet: settings.quiet,
             findings_path: Default::default(),
             launcher: Default::default(),
         };
         Ok(Plan {
             backend,
-            auto: args.mode == ModeArg::Auto,
-            reason,
+            auto: settings.mode == ModeArg::Auto,
+            why,
+            bus: reach.bus().map(str::to_string),
             wanted,
-            unit_stem,
-            slice: args.slice,
-            description,
+            unit_stem: settings.unit_stem.clone(),
+            slice: settings.slice.clone(),
+            description: settings.description.clone(),
             unit_properties,
             user_sets_timeout_stop,
             process_settings,
             context,
-            timeout,
-            report,
-            phase,
-            verbose: args.verbose,
+            timeout: settings.timeout.as_ref().map(|(_, duration)| *duration),
+            phase: settings.phase.clone(),
+            verbose: settings.verbose,
         })
     }
 
-    /// Say which backend runs the phase and why (-v).
+    /// Say which backend runs the phase and why (-v): once it is certain, that is
+    /// for a service or scope once systemd has answered.
     pub fn announce(&self) {
         if self.verbose {
             let kinds: Vec<_> = self.wanted.kinds().map(Kind::describe).collect();
@@ -233,46 +296,13 @@ impl Plan {
                     run.phase, d.network, d.ipc, d.pid
                 );
             }
-            eprintln!("phasebox: {} mode: {}", self.backend.name(), self.reason);
+            eprintln!("phasebox: {} mode: {}", self.backend.name(), self.why);
             eprintln!(
                 "phasebox: isolations: {}",
                 if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") }
             );
         }
     }
-}
-
-/// The isolations asked for: the phase policy's (or, without --phase, its default),
-/// then the switches.
-fn wanted_isolations(args: &RunArgs, decision: Option<&Decision>, backend: Backend) -> Set {
-    let Set { network, ipc, pid, .. } = default_isolations(decision, backend);
-    let switch = |on: bool, off: bool, default: bool| {
-        if on {
-            true
-        } else if off {
-            false
-        } else {
-            default
-        }
-    };
-    let network = switch(args.network, args.no_network, network);
-    Set {
-        network,
-        uts: network,
-        ipc: switch(args.ipc, args.no_ipc, ipc),
-        pid: switch(args.pid, args.no_pid, pid),
-    }
-}
-
-/// The isolations a confined phase gets without switches: the phase policy's, or
-/// without --phase all but a PID namespace in service mode. (`doctor` shows these.)
-pub fn default_isolations(decision: Option<&Decision>, backend: Backend) -> Set {
-    let private = |sharing: Sharing| sharing == Sharing::Private;
-    let (network, ipc, pid) = match decision {
-        Some(d) => (private(d.network), private(d.ipc), private(d.pid)),
-        None => (true, true, !matches!(backend, Backend::Service(_))),
-    };
-    Set { network, uts: network, ipc, pid }
 }
 
 pub fn unconfined_reason(run: &PhaseRun) -> String {
@@ -307,30 +337,31 @@ mod tests {
     use clap::Parser;
     use std::os::unix::ffi::OsStringExt;
 
-    fn wanted(argv: &[&str], backend: Backend) -> Set {
+    fn wanted(argv: &[&str], reach: &Reach) -> Set {
         let cli =
             crate::cli::Cli::try_parse_from(["phasebox", "run"].iter().chain(argv).chain(&["true"])).unwrap();
         let crate::cli::Command::Run(crate::cli::Deferred(args)) = cli.command else { panic!("not run") };
-        let phase = args.phase.as_deref().map(|p| PhaseRun::resolve(p, &args.policy).unwrap());
-        wanted_isolations(&args, phase.as_ref().map(|run| &run.decision), backend)
+        Settings::resolve(*args).unwrap().plan(reach).unwrap().wanted
     }
 
     #[test]
     fn switches_override_the_phase_policy() {
-        let all = Set { network: true, uts: true, ipc: true, pid: true };
-        assert_eq!(wanted(&[], Backend::Unshare), all);
-        assert_eq!(wanted(&[], Backend::Service(Manager::System)), Set { pid: false, ..all });
-        let test = ["--config", "/dev/null", "--phase", "src_test"];
-        assert_eq!(wanted(&test, Backend::Service(Manager::System)), all);
+        let found = Reach::Found("/run/dbus/system_bus_socket".into());
+        let all = Set::all();
+        assert_eq!(wanted(&["--mode", "unshare"], &found), all);
+        assert_eq!(wanted(&["--mode", "service"], &found), Set { pid: false, ..all });
+        let test = ["--mode", "service", "--config", "/dev/null", "--phase", "src_test"];
+        assert_eq!(wanted(&test, &found), all);
+        let unshare = ["--mode", "unshare", "--config", "/dev/null"];
         assert_eq!(
-            wanted(&[&test[..], &["--no-network", "--no-pid"]].concat(), Backend::Unshare),
+            wanted(&[&unshare[..], &["--phase", "test", "--no-network", "--no-pid"]].concat(), &found),
             Set { network: false, uts: false, ..Set { pid: false, ..all } }
         );
-        let setup = ["--config", "/dev/null", "--phase", "setup"];
-        assert_eq!(wanted(&setup, Backend::Unshare), Set { pid: true, ..Set::default() });
-        assert_eq!(wanted(&[&setup[..], &["--network", "--ipc"]].concat(), Backend::Unshare), all);
-        let live = ["--config", "/dev/null", "--properties", "live", "--phase", "unpack"];
-        assert_eq!(wanted(&live, Backend::Unshare), Set { network: false, uts: false, ..all });
+        let setup = [&unshare[..], &["--phase", "setup"]].concat();
+        assert_eq!(wanted(&setup, &found), Set { pid: true, ..Set::default() });
+        assert_eq!(wanted(&[&setup[..], &["--network", "--ipc"]].concat(), &found), all);
+        let live = [&unshare[..], &["--properties", "live", "--phase", "unpack"]].concat();
+        assert_eq!(wanted(&live, &found), Set { network: false, uts: false, ..all });
     }
 
     #[test]

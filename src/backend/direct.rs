@@ -6,57 +6,79 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, anyhow};
 use nix::unistd::Pid;
 
-use super::{Outcome, conclude, runtime};
+use super::{Outcome, Silent, conclude, runtime};
 use crate::exit::{Failure, Limit};
 use crate::findings::Findings;
 use crate::host::{Host, Linux};
 use crate::mode::Backend;
 use crate::plan::Plan;
 use crate::sandbox::run::{Options, Orphans, pipe, run_phase};
+use crate::systemd::Manager;
 use crate::systemd::client::Client;
 use crate::systemd::properties::{self, ProcessSetting};
 
-pub fn run(plan: Plan) -> Result<Outcome, Failure> {
-    if let Some(limit) = plan.timeout {
-        crate::supervise::stop_after(limit);
-    }
-    let outcome = run_timed(plan)?;
-    let limit = crate::supervise::timed_out().then_some(Limit::Time);
-    Ok(Outcome { limit, ..outcome })
-}
-
-fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
-    let scope = match plan.backend {
-        Backend::Scope(manager) => Some(manager),
-        _ => None,
-    };
-    if !plan.wanted.pid && scope.is_none() && !plan.context.quiet {
+/// Unshare mode: this process isolates itself and runs the phase.
+pub fn run(plan: &Plan) -> Result<Outcome, Failure> {
+    arm(plan)?;
+    if !plan.wanted.pid && !plan.context.quiet {
         eprintln!(
             "phasebox: warning: without a PID namespace or systemd, processes the command leaves \
              behind are not tracked and keep running"
         );
     }
-    let Some(manager) = scope else {
-        // Without systemd nothing else needs this process: it isolates itself, and
-        // lists the phase for `ps` while PID 1 prepares.
-        let listed = || crate::running::register(&plan.description);
-        return conclude(isolate(&plan, Orphans::Untracked, listed), None, "");
+    // Nothing else needs this process: it isolates itself, and lists the phase for
+    // `ps` while PID 1 prepares.
+    let listed = || crate::running::register(&plan.description, plan.context.quiet);
+    conclude(isolate(plan, Orphans::Untracked, listed), None, "").map(with_time_limit)
+}
+
+/// Scope mode: a child isolates itself and runs the phase once this process has
+/// put it in a transient scope. Silent: systemd did not answer, and nothing ran.
+pub fn run_scope(plan: &Plan) -> Result<Result<Outcome, Failure>, Silent> {
+    let Backend::Scope(manager) = plan.backend else { unreachable!("run_scope runs scope plans") };
+    if let Err(failure) = arm(plan) {
+        return Ok(Err(failure));
+    }
+    Ok(in_scope(plan, manager)?.map(with_time_limit))
+}
+
+/// Before the phase's processes are forked: this process must have a single
+/// thread, and with --timeout phasebox's own timer starts.
+fn arm(plan: &Plan) -> Result<(), Failure> {
+    crate::systemd::single_threaded()?;
+    if let Some(limit) = plan.timeout {
+        crate::supervise::stop_after(limit);
+    }
+    Ok(())
+}
+
+/// The phase ran past --timeout when phasebox's timer stopped it.
+fn with_time_limit(outcome: Outcome) -> Outcome {
+    Outcome { limit: crate::supervise::timed_out().then_some(Limit::Time), ..outcome }
+}
+
+fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, Silent> {
+    let failed = |error: anyhow::Error| Ok(Err(error.into()));
+    let (mut findings_read, findings_write) = match pipe() {
+        Ok(pipe) => pipe,
+        Err(error) => return failed(error),
     };
-    let (mut findings_read, findings_write) = pipe()?;
-    let (go_read, go_write) = pipe()?;
-    let plan_ref = &plan;
+    let (go_read, go_write) = match pipe() {
+        Ok(pipe) => pipe,
+        Err(error) => return failed(error),
+    };
     let go_write_fd = go_write.as_raw_fd();
     // Forked before any thread exists: the child may create a user namespace.
     let isolator = crate::supervise::spawn_forwarding(move || {
         // Only the launcher may hold the "go" pipe's write end, or EOF never comes.
         let _ = nix::unistd::close(go_write_fd);
         let findings = if started(go_read) {
-            isolate(plan_ref, Orphans::Cgroup, || ())
+            isolate(plan, Orphans::Cgroup, || ())
         } else {
             Findings {
                 setup_error: Some("the launcher did not start the phase".into()),
@@ -66,22 +88,40 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
         let _ = File::from(findings_write).write_all(findings.encode().as_bytes());
         // SAFETY: end the child without the parent's destructors.
         unsafe { libc::_exit(0) }
-    })
-    .context("forking the phase's process")?;
-
+    });
+    let isolator = match isolator.context("forking the phase's process") {
+        Ok(pid) => pid,
+        Err(error) => return failed(error),
+    };
+    // The phase's process gives up when the "go" pipe closes unwritten.
+    let give_up = |go_write: OwnedFd| {
+        drop(go_write);
+        crate::supervise::wait_for(isolator, false);
+    };
     let unit = format!("{}.scope", plan.unit_stem);
-    let rt = runtime()?;
-    let mut client = match rt.block_on(start_scope(manager, &plan, &unit, isolator)) {
-        Ok(client) => client,
+    let rt = match runtime() {
+        Ok(rt) => rt,
         Err(failure) => {
-            // Closing the pipe unstarted tells the phase's process to give up.
-            drop(go_write);
-            crate::supervise::wait_for(isolator, false);
-            return Err(failure);
+            give_up(go_write);
+            return Ok(Err(failure));
         }
     };
+    let mut client = match rt.block_on(super::connect(manager)) {
+        Ok(client) => client,
+        Err(silent) => {
+            give_up(go_write);
+            return Err(silent);
+        }
+    };
+    plan.announce();
+    if let Err(failure) = rt.block_on(start_scope(&mut client, plan, &unit, isolator)) {
+        give_up(go_write);
+        return Ok(Err(failure));
+    }
     let mut go = File::from(go_write);
-    go.write_all(&[1]).context("starting the phase's process")?;
+    if let Err(error) = go.write_all(&[1]).context("starting the phase's process") {
+        return failed(error);
+    }
     drop(go);
 
     let mut text = String::new();
@@ -93,10 +133,16 @@ fn run_timed(plan: Plan) -> Result<Outcome, Failure> {
     // kills them as PID 1 exits, but a phase that was stopped may have had its
     // process killed before PID 1: stopping the scope waits until all are gone.
     let stopped = crate::supervise::stopped_by().is_some() || crate::supervise::timed_out();
-    if stopped || (!plan.wanted.pid && !findings.orphans.is_empty()) {
-        rt.block_on(client.stop(&unit))?;
+    if (stopped || (!plan.wanted.pid && !findings.orphans.is_empty()))
+        && let Err(error) = rt.block_on(client.stop(&unit))
+    {
+        return failed(error);
     }
-    conclude(findings, None, &format!(" (scope {unit})"))
+    // When phasebox returns, its unit is gone.
+    if let Err(error) = rt.block_on(client.wait_gone(&unit)) {
+        return failed(error);
+    }
+    Ok(conclude(findings, None, &format!(" (scope {unit})")))
 }
 
 /// In the forked process: wait until the launcher has put us in the scope.
@@ -138,13 +184,7 @@ fn apply(setting: ProcessSetting) -> anyhow::Result<()> {
 }
 
 /// A transient scope holding the phase's process, started before the phase is.
-async fn start_scope(
-    manager: crate::systemd::Manager,
-    plan: &Plan,
-    unit: &str,
-    isolator: Pid,
-) -> Result<Client, Failure> {
-    let mut client = Client::connect(manager).await?;
+async fn start_scope(client: &mut Client, plan: &Plan, unit: &str, isolator: Pid) -> Result<(), Failure> {
     let mut list = vec![
         properties::description(&plan.description),
         properties::slice(&plan.slice),
@@ -158,9 +198,10 @@ async fn start_scope(
     if plan.verbose {
         super::announce_unit(&format!("starting {unit}"), &list);
     }
+    client.watch_unit(unit).await?;
     let job = client.start(unit, &list).await.map_err(|e| super::service::explain_start_error(e, unit))?;
-    match client.job_result(&job).await?.as_str() {
-        "done" => Ok(client),
+    match client.job_result(unit, &job).await?.as_str() {
+        "done" => Ok(()),
         result => Err(anyhow!("systemd could not start {unit} (job result: {result})").into()),
     }
 }

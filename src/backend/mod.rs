@@ -4,13 +4,16 @@
 mod direct;
 pub mod service;
 
+use std::time::Duration;
+
 use anyhow::anyhow;
 
 use crate::exit::{Failure, Limit, Termination};
 use crate::findings::{Findings, Orphan};
-use crate::mode::Backend;
-use crate::namespaces::Kind;
-use crate::plan::Plan;
+use crate::mode::{Backend, Reach};
+use crate::namespaces::{Kind, Set};
+use crate::plan::{Plan, Settings};
+use crate::systemd::Manager;
 use crate::systemd::client::Client;
 use crate::systemd::properties::Property;
 use crate::usage::Usage;
@@ -29,64 +32,118 @@ pub struct Outcome {
     pub missing: Vec<Kind>,
 }
 
-/// Run the plan; the backend that ran it (auto mode may fall back to unshare) and
-/// how it ended.
-pub fn launch(plan: Plan) -> (Backend, Result<Outcome, Failure>) {
-    let (backend, result) = launch_backend(plan);
-    // Stopped by SIGINT, SIGTERM or SIGHUP: say so, as a shell would, however the
-    // phase took it (a phase killed after the grace period reports nothing).
-    let result = match (crate::supervise::stopped_by(), result) {
-        (Some(signal), Ok(outcome)) => Ok(Outcome {
-            termination: Termination::Signaled(signal),
-            // systemd's Result for a stop that outlasted TimeoutStopSec= is "timeout"
-            // too: that was this stop, not --timeout.
-            limit: outcome.limit.filter(|&limit| limit != Limit::Time),
-            ..outcome
-        }),
-        (Some(signal), Err(_)) => Ok(Outcome {
-            termination: Termination::Signaled(signal),
-            orphans: Vec::new(),
-            limit: None,
-            usage: None,
-            missing: Vec::new(),
-        }),
-        (None, result) => result,
-    };
-    (backend, result)
+/// How a launch went: the backend that ran the phase and the isolations it was
+/// given (`--mode auto` may have fallen back to unshare mode), and how it ended.
+pub struct Launched {
+    pub backend: Backend,
+    pub wanted: Set,
+    pub result: Result<Outcome, Failure>,
 }
 
-fn launch_backend(mut plan: Plan) -> (Backend, Result<Outcome, Failure>) {
-    plan.announce();
-    let backend = plan.backend;
+/// How long connecting to a manager that has a bus may take before `--mode auto`
+/// treats it as not answering.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// systemd's bus is there but connecting to it failed: `--mode auto` falls back.
+pub struct Silent(pub anyhow::Error);
+
+impl Silent {
+    /// What failed, in the fewest words (the bus's own error).
+    pub fn reason(&self) -> String {
+        self.0.root_cause().to_string()
+    }
+}
+
+/// Run the plan.
+pub fn launch(plan: Plan, settings: &Settings) -> Launched {
+    let mut launched = launch_backend(plan, settings);
+    // Stopped by SIGINT, SIGTERM or SIGHUP: say so, as a shell would, however the
+    // phase took it (a phase killed after the grace period reports nothing).
+    if let Some(signal) = crate::supervise::stopped_by() {
+        launched.result = Ok(match launched.result {
+            Ok(outcome) => Outcome {
+                termination: Termination::Signaled(signal),
+                // systemd's Result for a stop that outlasted TimeoutStopSec= is "timeout"
+                // too: that was this stop, not --timeout.
+                limit: outcome.limit.filter(|&limit| limit != Limit::Time),
+                ..outcome
+            },
+            Err(_) => Outcome {
+                termination: Termination::Signaled(signal),
+                orphans: Vec::new(),
+                limit: None,
+                usage: None,
+                missing: Vec::new(),
+            },
+        });
+    }
+    launched
+}
+
+fn launch_backend(plan: Plan, settings: &Settings) -> Launched {
+    let (backend, wanted) = (plan.backend, plan.wanted);
+    let done = |result| Launched { backend, wanted, result };
     match backend {
         Backend::Service(manager) => {
             let runtime = match runtime() {
                 Ok(runtime) => runtime,
-                Err(failure) => return (backend, Err(failure)),
+                Err(failure) => return done(Err(failure)),
             };
-            match runtime.block_on(Client::connect(manager)) {
-                Ok(client) => (backend, runtime.block_on(service::run(plan, client))),
-                Err(error) if plan.auto && !plan.unit_properties.is_empty() => (
-                    backend,
-                    Err(anyhow!(
-                        "{error:#}; the limits and properties asked for need systemd, so phasebox \
-                         does not fall back to unshare mode"
-                    )
-                    .into()),
-                ),
-                Err(error) if plan.auto => {
-                    if plan.verbose {
-                        eprintln!("phasebox: {error:#}; falling back to unshare mode");
-                    }
-                    plan.backend = Backend::Unshare;
-                    (Backend::Unshare, direct::run(plan))
+            match runtime.block_on(connect(manager)) {
+                Ok(client) => {
+                    plan.announce();
+                    done(runtime.block_on(service::run(plan, client)))
                 }
-                Err(error) => (backend, Err(error.into())),
+                Err(silent) if plan.auto => {
+                    // No thread of the runtime may outlive it: unshare mode forks and
+                    // may create a user namespace.
+                    drop(runtime);
+                    fall_back(settings, &plan, &silent)
+                }
+                Err(Silent(error)) => done(Err(error.into())),
             }
         }
-        Backend::Scope(_) | Backend::Unshare => (backend, direct::run(plan)),
+        Backend::Scope(_) => match direct::run_scope(&plan) {
+            Ok(result) => done(result),
+            Err(silent) if plan.auto => fall_back(settings, &plan, &silent),
+            Err(Silent(error)) => done(Err(error.into())),
+        },
+        Backend::Unshare => {
+            plan.announce();
+            done(direct::run(&plan))
+        }
         // The command replaces phasebox: it is the phase process, as without phasebox.
-        Backend::Unconfined => crate::supervise::exec_command(&plan.context),
+        Backend::Unconfined => {
+            plan.announce();
+            crate::supervise::exec_command(&plan.context)
+        }
+    }
+}
+
+/// `--mode auto` found systemd's bus, but systemd did not answer on it: decide
+/// again, knowing that, and run the phase in unshare mode with its own isolations.
+fn fall_back(settings: &Settings, tried: &Plan, silent: &Silent) -> Launched {
+    let reach = Reach::Silent { bus: tried.bus.clone().unwrap_or_default(), error: silent.reason() };
+    match settings.plan(&reach) {
+        Ok(plan) => {
+            plan.announce();
+            let (backend, wanted) = (plan.backend, plan.wanted);
+            Launched { backend, wanted, result: direct::run(&plan) }
+        }
+        Err(failure) => Launched { backend: tried.backend, wanted: tried.wanted, result: Err(failure) },
+    }
+}
+
+/// Connect to a manager whose bus was found, within CONNECT_WITHIN.
+pub async fn connect(manager: Manager) -> Result<Client, Silent> {
+    match tokio::time::timeout(CONNECT_WITHIN, Client::connect(manager)).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(error)) => Err(Silent(error)),
+        Err(_) => Err(Silent(anyhow!(
+            "systemd did not answer within {} s on the {} bus",
+            CONNECT_WITHIN.as_secs(),
+            manager.bus()
+        ))),
     }
 }
 

@@ -86,9 +86,11 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     drop(stdio);
 
     // 1. The start job ends: the unit has started, or failed to.
-    client.job_result(&job).await?;
+    client.job_result(&unit, &job).await?;
     // 2. The unit ends; 3. its exact status, then what the inner mode found.
     let status = follow::follow(&mut client, &unit, changes, &mut stop_requests, plan.context.quiet).await?;
+    // 4. systemd unloads it: when phasebox returns, its unit is gone.
+    client.wait_gone(&unit).await?;
     let journal = match manager {
         Manager::System => format!("journalctl -u {unit}"),
         Manager::User => format!("journalctl --user -u {unit}"),

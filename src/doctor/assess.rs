@@ -3,7 +3,8 @@
 //! by the functions `run` itself uses; then what is missing and the command that fixes it.
 
 use crate::backend::service::{PRIVATE_IPC_SINCE, Split};
-use crate::mode::{self, Backend, Situation};
+use crate::cli::ModeArg;
+use crate::mode::{self, Backend, Mode, Reach, Request};
 use crate::namespaces::Kind;
 use crate::plan;
 use crate::policy::config::Config;
@@ -104,38 +105,38 @@ fn outlook(
     decision: &Decision,
     keep_fds: bool,
 ) -> Outlook {
-    if !decision.confine {
-        let run = PhaseRun { phase, package: package.cloned(), decision: decision.clone() };
-        let reason = plan::unconfined_reason(&run);
-        return Outlook { backend: Backend::Unconfined, reason, isolations: Vec::new(), fails: None };
-    }
+    let run = PhaseRun { phase, package: package.cloned(), decision: decision.clone() };
     let manager = facts.manager;
-    let found = facts.of(manager);
-    let situation = Situation {
-        bus: found.bus.clone(),
+    let reach = facts.of(manager);
+    let request = Request {
+        mode: ModeArg::Auto,
+        manager,
+        root: facts.is_root(),
         keep_fds,
-        state_a_service_loses: facts.state_a_service_loses.clone(),
+        lost: facts.lost,
+        policy: Some((decision, plan::unconfined_reason(&run))),
+        network: None,
+        ipc: None,
+        pid: None,
+        needs_systemd: None,
+        needs_service: None,
     };
-    let (mut backend, mut reason) = mode::choose(manager, &situation);
-    let mut fails = None;
-    if let Err(why) = &found.version {
-        match backend {
-            // As `run` does for `auto` when the connection fails (backend::launch).
-            Backend::Service(_) => {
-                backend = Backend::Unshare;
-                reason = format!("{reason}, but connecting fails ({why}): unshare mode instead");
-            }
-            // A scope has no fallback: its process is already waiting for it.
-            Backend::Scope(_) => {
-                fails = Some(format!("systemd's bus is there but systemd does not answer on it ({why})"));
-            }
-            Backend::Unshare | Backend::Unconfined => {}
+    let Mode { backend, why, isolations: wanted } = match mode::decide(&request, reach) {
+        Ok(mode) => mode,
+        Err(refused) => {
+            return Outlook {
+                backend: refused.backend(),
+                reason: String::new(),
+                isolations: Vec::new(),
+                fails: Some(refused.to_string()),
+            };
         }
-    }
-    let wanted = plan::default_isolations(Some(decision), backend);
+    };
+    let reason = why.to_string();
+    let fails = None;
     let isolations = match backend {
         Backend::Service(manager) => {
-            let split = Split::new(wanted, manager, found.version.clone().ok());
+            let split = Split::new(wanted, manager, reach.version());
             wanted
                 .kinds()
                 .map(|kind| {
@@ -174,7 +175,8 @@ fn problems(facts: &Facts, phases: &[PhaseOutlook]) -> Vec<Finding> {
         if let Some(why) = &outlook.fails {
             add(Finding {
                 problem: format!(
-                    "phases run in scope mode would fail with 125 (the portage hook's --keep-fds): {why}"
+                    "`run --phase` would fail with 125 in {} mode: {why}",
+                    outlook.backend.name()
                 ),
                 fix: manager_fix(facts, facts.manager),
             });
@@ -194,13 +196,11 @@ fn problems(facts: &Facts, phases: &[PhaseOutlook]) -> Vec<Finding> {
 /// What works, but without systemd's tracking or for other callers than this one.
 fn advice(facts: &Facts, problems: &[Finding]) -> Vec<Finding> {
     let mut advice = Vec::new();
-    let found = facts.of(facts.manager);
-    if facts.systemd_running
-        && let Err(why) = &found.version
-    {
+    let reach = facts.of(facts.manager);
+    if facts.systemd_running && !reach.usable() {
         let finding = Finding {
             problem: format!(
-                "systemd runs but its {} manager can't be reached ({why}): phases run in unshare mode, \
+                "systemd runs but its {} manager can't be reached ({reach}): phases run in unshare mode, \
                  without systemd's accounting and resource limits",
                 facts.manager.name()
             ),
@@ -245,8 +245,8 @@ fn advice(facts: &Facts, problems: &[Finding]) -> Vec<Finding> {
 
 /// How to make a manager reachable: a bus socket first, then an answer on it.
 fn manager_fix(facts: &Facts, manager: Manager) -> String {
-    let found = facts.of(manager);
-    match (manager, found.bus.is_ok()) {
+    let socket = matches!(facts.of(manager), Reach::Found(_) | Reach::Answered { .. } | Reach::Silent { .. });
+    match (manager, socket) {
         (Manager::System, false) => "systemctl start dbus".into(),
         (Manager::System, true) => "systemctl restart dbus".into(),
         (Manager::User, false) => format!("loginctl enable-linger {}", facts.uid),
@@ -288,15 +288,14 @@ fn user_namespace_fix(facts: &Facts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::{ManagerFacts, Namespaces, Portage};
+    use crate::doctor::{Namespaces, Portage};
 
-    fn no_manager() -> ManagerFacts {
-        let why = "this host was not booted with systemd: /run/systemd/system is missing".to_string();
-        ManagerFacts { bus: Err(why.clone()), version: Err(why) }
+    fn no_manager() -> Reach {
+        Reach::NotBooted
     }
 
-    fn manager(version: u32) -> ManagerFacts {
-        ManagerFacts { bus: Ok("/run/dbus/system_bus_socket".into()), version: Ok(version) }
+    fn manager(version: u32) -> Reach {
+        Reach::Answered { bus: "/run/dbus/system_bus_socket".into(), version: Some(version) }
     }
 
     /// Root on a host without systemd where every namespace can be made.
@@ -307,7 +306,7 @@ mod tests {
             systemd_running: false,
             system: no_manager(),
             user: no_manager(),
-            state_a_service_loses: None,
+            lost: None,
             namespaces: Namespaces {
                 kinds: Kind::ALL.into_iter().map(|k| (k, Ok(()))).collect(),
                 user: Ok(()),
@@ -425,26 +424,28 @@ mod tests {
     }
 
     #[test]
-    fn a_bus_without_an_answer_falls_back_for_services_but_fails_scopes() {
+    fn a_bus_without_an_answer_gives_unshare_mode_with_its_pid_namespace() {
         let mut facts = bare_root();
         facts.systemd_running = true;
-        facts.system =
-            ManagerFacts { bus: Ok("/run/dbus/system_bus_socket".into()), version: Err("refused".into()) };
+        facts.system = Reach::Silent { bus: "/run/dbus/system_bus_socket".into(), error: "refused".into() };
         let assessment = assessed(&facts);
         let compile = phase(&assessment, "compile");
-        assert_eq!(compile.auto.backend, Backend::Unshare);
-        assert!(compile.keep_fds.fails.is_some());
-        assert_eq!(assessment.exit_status(), SOMETHING_MISSING);
-        assert_eq!(assessment.problems.len(), 1, "{:?}", assessment.problems);
-        assert_eq!(assessment.problems[0].fix, "systemctl restart dbus");
-        assert!(assessment.advice.is_empty(), "the same fix twice: {:?}", assessment.advice);
+        for outlook in [&compile.auto, &compile.keep_fds] {
+            assert_eq!(outlook.backend, Backend::Unshare);
+            assert!(outlook.fails.is_none());
+            assert!(outlook.reason.contains("does not answer: refused"), "{}", outlook.reason);
+            assert_eq!(kinds(outlook).len(), 4, "{:?}", kinds(outlook));
+            assert!(kinds(outlook).contains(&(Kind::Pid, "phasebox")));
+        }
+        assert_eq!(assessment.exit_status(), 0, "{:?}", assessment.problems);
+        assert_eq!(assessment.advice[0].fix, "systemctl restart dbus");
     }
 
     #[test]
     fn systemd_without_its_bus_or_lingering_portage_is_advice_not_failure() {
         let mut facts = bare_root();
         facts.systemd_running = true;
-        facts.system.bus = Err("no bus socket at /run/dbus/system_bus_socket".into());
+        facts.system = Reach::NoSocket("/run/dbus/system_bus_socket".into());
         facts.portage = Portage { uid: Some(250), lingering: false };
         facts.cgroup = Cgroup::Hybrid;
         let assessment = assessed(&facts);
@@ -460,7 +461,7 @@ mod tests {
     fn an_unprivileged_caller_without_a_user_manager_is_told_to_linger() {
         let mut facts = user(bare_root());
         facts.systemd_running = true;
-        facts.user.bus = Err("no bus socket at /run/user/1000/bus".into());
+        facts.user = Reach::NoSocket("/run/user/1000/bus".into());
         let assessment = assessed(&facts);
         assert_eq!(assessment.exit_status(), 0);
         assert_eq!(assessment.advice[0].fix, "loginctl enable-linger 1000");

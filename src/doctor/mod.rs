@@ -7,11 +7,10 @@ pub mod assess;
 pub mod probe;
 pub mod render;
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 
 use crate::cli::DoctorArgs;
+use crate::mode::{Lost, Reach};
 use crate::namespaces::Kind;
 use crate::systemd::Manager;
 
@@ -28,17 +27,18 @@ pub struct Facts {
     pub manager: Manager,
     /// /run/systemd/system exists: the host was booted with systemd.
     pub systemd_running: bool,
-    pub system: ManagerFacts,
-    pub user: ManagerFacts,
+    /// Each manager's bus, as `run` would find it, and whether systemd answered.
+    pub system: Reach,
+    pub user: Reach,
     /// What a service would lose of the caller's state (a chroot...), as `auto` sees it.
-    pub state_a_service_loses: Option<String>,
+    pub lost: Option<Lost>,
     pub namespaces: Namespaces,
     pub cgroup: Cgroup,
     pub portage: Portage,
 }
 
 impl Facts {
-    pub fn of(&self, manager: Manager) -> &ManagerFacts {
+    pub fn of(&self, manager: Manager) -> &Reach {
         match manager {
             Manager::System => &self.system,
             Manager::User => &self.user,
@@ -48,15 +48,6 @@ impl Facts {
     pub fn is_root(&self) -> bool {
         self.uid == 0
     }
-}
-
-/// One service manager, as `run` would find it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagerFacts {
-    /// The bus socket `--mode auto` looks for, or why there is none.
-    pub bus: Result<PathBuf, String>,
-    /// systemd's major version read over that bus, or why it could not be read.
-    pub version: Result<u32, String>,
 }
 
 /// Namespaces this caller can create, probed for real in a child process.

@@ -4,22 +4,17 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::sched::CloneFlags;
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
 use nix::unistd::{ForkResult, Gid, Uid};
 
-use super::{Cgroup, Facts, ManagerFacts, Namespaces, Portage};
+use super::{Cgroup, Facts, Namespaces, Portage};
 use crate::host::Linux;
-use crate::mode::{Situation, bus_socket};
+use crate::mode::{Lost, Reach};
 use crate::namespaces::{Kind, Set};
 use crate::systemd::Manager;
-use crate::systemd::client::Client;
-
-/// How long doctor waits for a manager that has a bus socket but does not answer.
-const CONNECT_WITHIN: Duration = Duration::from_secs(5);
 
 /// The uid root probes unprivileged user namespaces as when there is no portage user.
 const NOBODY: u32 = 65534;
@@ -36,31 +31,23 @@ pub fn gather() -> Result<Facts> {
         uid,
         manager,
         systemd_running: Path::new("/run/systemd/system").exists(),
-        system: manager_facts(Manager::System, &runtime),
-        user: manager_facts(Manager::User, &runtime),
-        state_a_service_loses: Situation::of_this_host(manager, false).state_a_service_loses,
+        system: reach(Manager::System, &runtime),
+        user: reach(Manager::User, &runtime),
+        lost: Lost::of_this_caller(manager),
         namespaces,
         cgroup: cgroup(),
         portage,
     })
 }
 
-/// The bus `run` would use, and systemd's version over it.
-fn manager_facts(manager: Manager, runtime: &tokio::runtime::Runtime) -> ManagerFacts {
-    let bus = bus_socket(manager);
-    let version = match &bus {
-        Err(why) => Err(why.clone()),
-        Ok(_) => runtime
-            .block_on(async {
-                tokio::time::timeout(CONNECT_WITHIN, async {
-                    Client::connect(manager).await?.version().await
-                })
-                .await
-            })
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {} s", CONNECT_WITHIN.as_secs())))
-            .map_err(|error| format!("{error:#}")),
-    };
-    ManagerFacts { bus, version }
+/// The bus `run` would use, and whether systemd answers on it, as `run` connects.
+fn reach(manager: Manager, runtime: &tokio::runtime::Runtime) -> Reach {
+    let found = Reach::of_host(manager);
+    let Reach::Found(bus) = found else { return found };
+    match runtime.block_on(crate::backend::connect(manager)) {
+        Ok(client) => Reach::Answered { bus, version: runtime.block_on(client.version()).ok() },
+        Err(silent) => Reach::Silent { bus, error: silent.reason() },
+    }
 }
 
 /// Create each namespace the way phasebox does (`sandbox::enter`, in a user

@@ -6,9 +6,9 @@ use std::fmt::Write;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
+use super::Facts;
 use super::assess::{Assessment, FEATURES, Finding, Outlook, has_feature};
-use super::{Facts, ManagerFacts};
-use crate::mode::Backend;
+use crate::mode::{Backend, Reach};
 use crate::namespaces::Kind;
 use crate::systemd::Manager;
 
@@ -29,7 +29,7 @@ pub fn text(facts: &Facts, assessment: &Assessment, config: &str) -> String {
             "  not running: this host was not booted with systemd (/run/systemd/system is missing)\n",
         );
     }
-    if let Ok(version) = facts.of(facts.manager).version {
+    if let Some(version) = facts.of(facts.manager).version() {
         let features: Vec<String> = FEATURES
             .iter()
             .map(|(name, since)| {
@@ -109,10 +109,13 @@ pub fn text(facts: &Facts, assessment: &Assessment, config: &str) -> String {
     out
 }
 
-fn describe_manager(found: &ManagerFacts) -> String {
-    match (&found.bus, &found.version) {
-        (Ok(bus), Ok(version)) => format!("systemd {version}, reachable at {}", bus.display()),
-        (_, Err(why)) | (Err(why), _) => format!("not reachable: {why}"),
+fn describe_manager(reach: &Reach) -> String {
+    match reach {
+        Reach::Answered { bus, version: Some(version) } => format!("systemd {version}, reachable at {bus}"),
+        Reach::Answered { bus, version: None } => {
+            format!("systemd of an unknown version, reachable at {bus}")
+        }
+        other => format!("not reachable: {other}"),
     }
 }
 
@@ -167,17 +170,18 @@ fn findings(out: &mut String, heading: &str, list: &[Finding]) {
 
 /// The same as one JSON object, with a newline.
 pub fn json(facts: &Facts, assessment: &Assessment) -> Result<String> {
-    let manager = |found: &ManagerFacts| {
+    let manager = |reach: &Reach| {
         let features: serde_json::Map<String, Value> = FEATURES
             .iter()
             .map(|(name, since)| {
-                (name.to_string(), json!(found.version.as_ref().is_ok_and(|v| has_feature(*v, *since))))
+                (name.to_string(), json!(reach.version().is_some_and(|v| has_feature(v, *since))))
             })
             .collect();
+        let answered = matches!(reach, Reach::Answered { .. });
         json!({
-            "bus": found.bus.as_ref().ok(),
-            "version": found.version.as_ref().ok(),
-            "error": found.version.as_ref().err(),
+            "bus": reach.bus().filter(|_| !matches!(reach, Reach::NoSocket(_))),
+            "version": reach.version(),
+            "error": (!answered).then(|| reach.to_string()),
             "features": features,
         })
     };
@@ -215,7 +219,7 @@ pub fn json(facts: &Facts, assessment: &Assessment) -> Result<String> {
             "system": manager(&facts.system),
             "user": manager(&facts.user),
         },
-        "caller_loses_in_a_service": facts.state_a_service_loses,
+        "caller_loses_in_a_service": facts.lost.map(|lost| lost.to_string()),
         "namespaces": namespaces,
         "cgroup": facts.cgroup.name(),
         "portage": { "uid": facts.portage.uid, "lingering": facts.portage.lingering },

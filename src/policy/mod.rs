@@ -142,7 +142,7 @@ pub fn decide(phase: &str, package: Option<&Package>, flags: &EbuildFlags, confi
 }
 
 /// `run --phase`: the phase, its package and what the policy gives it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PhaseRun {
     pub phase: &'static str,
     pub package: Option<Package>,

@@ -4,14 +4,19 @@
 pub mod columns;
 pub mod table;
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::anyhow;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Outcome;
 use crate::exit::{Failure, Termination};
 use crate::mode::Backend;
+use crate::namespaces::Set;
 use crate::plan::Plan;
 use crate::usage::Usage;
 
@@ -21,32 +26,31 @@ pub struct Pending {
     phase: Option<String>,
     command: Vec<String>,
     unit_stem: String,
-    wanted: crate::namespaces::Set,
     quiet: bool,
-    file: Option<std::fs::File>,
+    file: Option<File>,
     started_at: SystemTime,
     started: Instant,
 }
 
 impl Pending {
-    /// Taken just before the phase starts (the report file moves here from the plan).
-    pub fn start(plan: &mut Plan) -> Pending {
+    /// Taken just before the phase starts, with the --report file.
+    pub fn start(plan: &Plan, file: Option<File>) -> Pending {
         let run = plan.phase.as_ref();
         Pending {
             package: run.and_then(|r| r.package.as_ref()).map(|p| format!("{}/{}", p.category, p.pf)),
             phase: run.map(|r| r.phase.to_string()),
             command: plan.context.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
             unit_stem: plan.unit_stem.clone(),
-            wanted: plan.wanted,
             quiet: plan.context.quiet,
-            file: plan.report.take(),
+            file,
             started_at: SystemTime::now(),
             started: Instant::now(),
         }
     }
 
     /// Tell the user how the phase went, append its record, and return the status.
-    pub fn finish(self, backend: Backend, outcome: &Outcome) -> u8 {
+    /// `wanted`: the isolations the backend that ran it was asked for.
+    pub fn finish(self, backend: Backend, wanted: Set, outcome: &Outcome) -> u8 {
         let wall = self.started.elapsed();
         let code = match outcome.limit {
             Some(limit) => limit.exit_code(),
@@ -60,7 +64,7 @@ impl Pending {
         if let Some(limit) = outcome.limit {
             eprintln!("phasebox: {}", limit.explain());
         }
-        let record = self.record(backend, outcome, wall, code);
+        let record = self.record(backend, wanted, outcome, wall, code);
         if !self.quiet {
             eprintln!("phasebox: {}", summary(&record));
         }
@@ -77,13 +81,13 @@ impl Pending {
         code
     }
 
-    fn record(&self, backend: Backend, outcome: &Outcome, wall: Duration, code: u8) -> Record {
+    fn record(&self, backend: Backend, wanted: Set, outcome: &Outcome, wall: Duration, code: u8) -> Record {
         let unit = match backend {
             Backend::Service(_) => Some(format!("{}.service", self.unit_stem)),
             Backend::Scope(_) => Some(format!("{}.scope", self.unit_stem)),
             Backend::Unshare | Backend::Unconfined => None,
         };
-        let in_force = self.wanted.kinds().filter(|k| !outcome.missing.contains(k));
+        let in_force = wanted.kinds().filter(|k| !outcome.missing.contains(k));
         let (exited, signal) = match outcome.termination {
             Termination::Exited(code) => (Some(code), None),
             Termination::Signaled(signal) => (None, Some(signal)),
@@ -211,6 +215,47 @@ pub fn bytes(value: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{value}B") } else { format!("{scaled:.1}{}", UNITS[unit]) }
+}
+
+/// Open the --report file for appending, where someone else may have put something
+/// at its path first (the portage hook writes records as root into directories the
+/// `portage` user can write): never through a symbolic link, never blocking (a
+/// FIFO), and only a regular file of the caller's or root's with one link.
+pub fn open_file(path: &Path) -> Result<File, Failure> {
+    let refused = |why: String| Failure::from(anyhow!("--report {}: {why}", path.display()));
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|error| match error.raw_os_error() {
+            Some(libc::ELOOP) => {
+                refused("is a symbolic link; phasebox appends only to a regular file".into())
+            }
+            Some(libc::ENXIO) => {
+                refused("is a FIFO or socket; phasebox appends only to a regular file".into())
+            }
+            _ => refused(format!("cannot open it for appending: {error}")),
+        })?;
+    let meta = file.metadata().map_err(|error| refused(format!("cannot inspect it: {error}")))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.file_type().is_file() {
+        return Err(refused("is not a regular file".into()));
+    }
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(refused(format!("belongs to uid {}, not to you (uid {me}) or root", meta.uid())));
+    }
+    if meta.nlink() != 1 {
+        return Err(refused(format!(
+            "has {} hard links; phasebox appends only to a file with one",
+            meta.nlink()
+        )));
+    }
+    // Appends of one record must not come back short with EAGAIN.
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND))
+        .map_err(|error| refused(format!("cannot make it blocking: {error}")))?;
+    Ok(file)
 }
 
 pub fn fail(failure: &Failure) -> u8 {

@@ -74,7 +74,7 @@ fn render(mut records: Vec<Record>) -> String {
         records.iter().map(|r| r.orphans.len()).sum::<usize>().to_string(),
         String::new(),
         String::new(),
-        format!("total of {} phases", records.len()),
+        format!("total of {} phase{}", records.len(), if records.len() == 1 { "" } else { "s" }),
     ]);
     // The six figures right-aligned, the words left-aligned.
     align(&rows, 6)

@@ -1,31 +1,48 @@
-//! A connection to a service manager, subscribed to its job signals before anything
-//! is started, so no job or unit is ever missed however fast it ends.
+//! A connection to a service manager. The signals of a unit (its jobs' ends, its
+//! removal, its property changes) are listened to before anything is asked of it,
+//! so none is missed however fast the unit ends; each stream is matched by the bus
+//! to that one unit, so signals of other units never pile up unread.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use zbus::OwnedObjectPath;
 use zbus::fdo::{PropertiesChangedStream, PropertiesProxy};
 use zbus::proxy::CacheProperties;
 
 use super::properties::Property;
-use super::proxies::{JobRemovedStream, ListedUnit, ManagerProxy, ScopeProxy, ServiceProxy, UnitProxy};
+use super::proxies::{
+    JobRemovedStream, ListedUnit, ManagerProxy, ScopeProxy, ServiceProxy, UnitProxy, UnitRemovedStream,
+};
 use super::unit_name;
 use super::{Disconnected, Manager, is_disconnect, is_reply};
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 
 /// How long phasebox waits for the bus daemon and systemd to come back.
-pub const RECONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+pub const RECONNECT_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long systemd may take to unload a unit whose processes are all gone.
+const GONE_WITHIN: Duration = Duration::from_secs(10);
 
 pub struct Client {
     pub kind: Manager,
     connection: zbus::Connection,
     manager: ManagerProxy<'static>,
+    watched: HashMap<String, Watched>,
+}
+
+/// The signals of one unit.
+struct Watched {
     jobs: JobRemovedStream,
+    removed: UnitRemovedStream,
 }
 
 impl Client {
-    /// Connect, listen for JobRemoved, then Subscribe.
+    /// Connect, then Subscribe: systemd sends unit and job signals only to
+    /// subscribed connections.
     pub async fn connect(kind: Manager) -> Result<Client> {
         let connection = super::connect(kind).await?;
         Client::over(kind, connection).await
@@ -38,9 +55,55 @@ impl Client {
             .build()
             .await
             .context("creating the systemd manager proxy")?;
-        let jobs = manager.receive_job_removed().await.context("subscribing to job signals")?;
         manager.subscribe().await.context("subscribing to systemd signals")?;
-        Ok(Client { kind, connection, manager, jobs })
+        Ok(Client { kind, connection, manager, watched: HashMap::new() })
+    }
+
+    /// Listen for the ends of a unit's jobs and for its removal: before a job is
+    /// asked for, so its end can't be missed.
+    pub async fn watch_unit(&mut self, unit: &str) -> Result<()> {
+        let jobs = self
+            .manager
+            .receive_job_removed_with_args(&[(2, unit)])
+            .await
+            .context("subscribing to job signals")?;
+        let removed = self
+            .manager
+            .receive_unit_removed_with_args(&[(0, unit)])
+            .await
+            .context("subscribing to unit signals")?;
+        self.watched.insert(unit.to_string(), Watched { jobs, removed });
+        Ok(())
+    }
+
+    /// Wait until systemd has unloaded `unit` (once every process of it is gone),
+    /// so that a phase's unit is gone when phasebox returns. Warns, and returns,
+    /// if it is still there after GONE_WITHIN.
+    pub async fn wait_gone(&mut self, unit: &str) -> Result<()> {
+        let Some(watched) = self.watched.get_mut(unit) else {
+            return Err(anyhow!("phasebox did not watch {unit}"));
+        };
+        // Already seen go; else, if still loaded now, its removal comes as a signal.
+        if watched.removed.next().now_or_never().flatten().is_some() {
+            return Ok(());
+        }
+        match self.manager.get_unit(unit).await {
+            Err(error) if is_reply(&error, &["org.freedesktop.systemd1.NoSuchUnit"]) => return Ok(()),
+            Err(error) => return Err(error).with_context(|| format!("looking up {unit}")),
+            Ok(_) => {}
+        }
+        let watched = self.watched.get_mut(unit).expect("watched above");
+        match tokio::time::timeout(GONE_WITHIN, watched.removed.next()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(anyhow::Error::new(Disconnected).context(format!("waiting for {unit} to go"))),
+            Err(_) => {
+                eprintln!(
+                    "phasebox: warning: systemd still has {unit} {} s after the phase ended",
+                    GONE_WITHIN.as_secs()
+                );
+                Ok(())
+            }
+        }
     }
 
     /// systemd's major version, from its Version property ("252.38-1~deb12u1" → 252).
@@ -49,8 +112,10 @@ impl Client {
         parse_version(&text).ok_or_else(|| anyhow!("cannot understand systemd's version {text:?}"))
     }
 
-    /// Property changes of a unit, listened to before it is started.
-    pub async fn watch(&self, unit: &str) -> Result<PropertiesChangedStream> {
+    /// Property changes of a unit, with its jobs and removal, listened to before it
+    /// is started.
+    pub async fn watch(&mut self, unit: &str) -> Result<PropertiesChangedStream> {
+        self.watch_unit(unit).await?;
         PropertiesProxy::builder(&self.connection)
             .destination(DESTINATION)
             .path(unit_name::object_path(unit))
@@ -67,9 +132,11 @@ impl Client {
         self.manager.start_transient_unit(unit, "fail", &dbus, &[]).await
     }
 
-    /// Wait for a job to end; its result ("done", "failed", "canceled", ...).
-    pub async fn job_result(&mut self, job: &OwnedObjectPath) -> Result<String> {
-        while let Some(signal) = self.jobs.next().await {
+    /// Wait for a job of a watched unit to end; its result ("done", "failed",
+    /// "canceled", ...).
+    pub async fn job_result(&mut self, unit: &str, job: &OwnedObjectPath) -> Result<String> {
+        let watched = self.watched.get_mut(unit).with_context(|| format!("phasebox did not watch {unit}"))?;
+        while let Some(signal) = watched.jobs.next().await {
             let args = signal.args().context("decoding JobRemoved")?;
             if args.job == *job {
                 return Ok(args.result);
@@ -108,12 +175,15 @@ impl Client {
     }
 
     async fn stop_once(&mut self, unit: &str) -> Result<()> {
+        if !self.watched.contains_key(unit) {
+            self.watch_unit(unit).await?;
+        }
         let job = match self.manager.stop_unit(unit, "fail").await {
             Ok(job) => job,
             Err(error) if is_reply(&error, &["org.freedesktop.systemd1.NoSuchUnit"]) => return Ok(()),
             Err(error) => return Err(error).with_context(|| format!("stopping {unit}")),
         };
-        self.job_result(&job).await.map(|_| ())
+        self.job_result(unit, &job).await.map(|_| ())
     }
 
     /// The bus went away (`systemctl restart dbus`): connect again as the first time,

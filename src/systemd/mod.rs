@@ -5,6 +5,8 @@ pub mod properties;
 pub mod proxies;
 pub mod unit_name;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{Context, Result};
 
 /// Which service manager a phase is started on.
@@ -83,10 +85,32 @@ pub fn is_disconnect(error: &anyhow::Error) -> bool {
     })
 }
 
-/// The single-threaded async runtime every D-Bus conversation runs on. (phasebox
-/// forks and creates namespaces: it must stay a single-threaded process.)
+static RUNTIME_MADE: AtomicBool = AtomicBool::new(false);
+
+/// The single-threaded async runtime every D-Bus conversation runs on. phasebox
+/// forks and creates namespaces, so it must be a single-threaded process whenever
+/// it does: the runtime's blocking pool (zbus reads credentials and resolves
+/// addresses there) may start threads, which dropping the runtime joins.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    RUNTIME_MADE.store(true, Ordering::Relaxed);
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+}
+
+/// Check that this process has one thread, before it forks or creates a user
+/// namespace. Only the async runtime starts threads: a process that never made one
+/// has a single thread, and is not asked.
+pub fn single_threaded() -> Result<()> {
+    if !RUNTIME_MADE.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let threads = std::fs::read_dir("/proc/self/task").context("counting phasebox's threads")?.count();
+    if threads != 1 {
+        anyhow::bail!(
+            "phasebox has {threads} threads where it must have one (a D-Bus runtime outlived its use); \
+             this is a bug in phasebox"
+        );
+    }
+    Ok(())
 }
 
 /// Connect to the bus of the chosen service manager.

@@ -42,6 +42,10 @@ pub trait Manager {
     #[zbus(signal)]
     fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
 
+    /// A unit was unloaded: a transient unit is then gone for good.
+    #[zbus(signal)]
+    fn unit_removed(&self, id: String, unit: OwnedObjectPath) -> zbus::Result<()>;
+
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> zbus::Result<String>;
 }
@@ -152,6 +156,11 @@ pub fn member_signatures() -> Vec<(&'static str, &'static str, String)> {
             "org.freedesktop.systemd1.Manager",
             "JobRemoved",
             format!("{}{}{}{}", sig::<u32>(), sig::<OwnedObjectPath>(), sig::<String>(), sig::<String>()),
+        ),
+        (
+            "org.freedesktop.systemd1.Manager",
+            "UnitRemoved",
+            format!("{}{}", sig::<String>(), sig::<OwnedObjectPath>()),
         ),
         ("org.freedesktop.systemd1.Unit", "Ref", String::new()),
         ("org.freedesktop.systemd1.Unit", "Unref", String::new()),

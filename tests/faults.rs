@@ -151,6 +151,78 @@ fn a_bus_restart_during_a_phase_loses_nothing_and_a_lasting_outage_stops_it() {
     assert!(within(10.0, || units_matching(&format!("{unit}.service")).is_empty()), "the unit stayed");
 }
 
+/// doctor's prediction for a phase: the mode `--mode auto` picks, with and without
+/// --keep-fds, and the isolations, as `run --report` names them.
+fn predicted(phase: &str) -> Vec<(String, Vec<String>)> {
+    let out = output(std::process::Command::new(common::rig::phasebox_bin()).args([
+        "doctor",
+        "--json",
+        "--config",
+        "/dev/null",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let entry = report["phases"].as_array().unwrap().iter().find(|p| p["phase"] == phase).unwrap().clone();
+    ["auto", "keep_fds"]
+        .iter()
+        .map(|column| {
+            let outlook = &entry[column];
+            let kinds = outlook["isolations"].as_array().unwrap().iter();
+            let kinds = kinds.map(|i| i["kind"].as_str().unwrap().to_string()).collect();
+            (outlook["mode"].as_str().unwrap().to_string(), kinds)
+        })
+        .collect()
+}
+
+/// systemd runs and its bus socket is there, but nothing answers on it: `--mode
+/// auto` falls back to unshare mode with unshare mode's own isolations, a PID
+/// namespace among them, so the orphan is still killed and named; -v says why, and
+/// doctor predicted exactly that.
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn a_silent_bus_gives_unshare_mode_with_its_pid_namespace_as_doctor_predicts() {
+    let _alone = alone();
+    let _heal = HealAfterBusRestarts;
+    let stopped = BusStopped::new();
+    assert!(std::path::Path::new("/run/dbus/system_bus_socket").exists(), "control: the socket stays");
+    let prediction = predicted("compile");
+    let all = ["net", "ipc", "uts", "pid"].map(String::from).to_vec();
+    assert_eq!(prediction, [("unshare".to_string(), all.clone()), ("unshare".to_string(), all)]);
+    let report = std::env::temp_dir().join(format!("phasebox-silent-bus-{}.jsonl", std::process::id()));
+    for (keep_fds, (mode, kinds)) in [false, true].into_iter().zip(&prediction) {
+        let mut args = vec!["-v", "--config", "/dev/null", "--phase", "compile", "--report"];
+        args.push(report.to_str().unwrap());
+        if keep_fds {
+            args.push("--keep-fds");
+        }
+        args.extend(["--", "sh", "-c", common::rig::LEAVE_ORPHAN]);
+        let out = output(&mut phasebox(&args));
+        let err = stderr(&out);
+        assert_eq!(code(&out), 7, "{err}");
+        assert!(
+            err.contains(
+                "phasebox: unshare mode: systemd is not reachable (its bus at /run/dbus/system_bus_socket does \
+                 not answer: Connection refused"
+            ),
+            "{err}"
+        );
+        assert!(
+            !err.contains("service mode") && !err.contains("scope mode"),
+            "-v must not claim more: {err}"
+        );
+        // Named by the PID the caller knows it by, which is not the one inside.
+        let line = err.lines().find(|l| l.starts_with("phasebox: killed orphan ")).expect(&err);
+        assert!(line.ends_with(" (sleep)"), "{err}");
+        let pid: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert!(common::rig::is_gone(pid), "orphan {pid} survived");
+        let records = std::fs::read_to_string(&report).unwrap();
+        let record: serde_json::Value = serde_json::from_str(records.lines().last().unwrap()).unwrap();
+        assert_eq!(&record["backend"], mode, "{record}");
+        assert_eq!(&record["isolations"], &serde_json::json!(kinds), "{record}");
+    }
+    let _ = std::fs::remove_file(&report);
+    drop(stopped);
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }

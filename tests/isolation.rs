@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Output};
 
 use common::rig::{
@@ -210,9 +210,9 @@ fn the_command_ignores_exactly_the_signals_the_caller_ignored() {
 #[test]
 #[ignore = "needs the rig: run tests/run"]
 fn files_belong_to_the_caller() {
-    let (name, uid) = rig::rig_user();
+    let (_, uid) = rig::rig_user();
     for (mode, who) in cases() {
-        let file = format!("/home/{name}/owned-{mode}-{who:?}");
+        let file = format!("{}/owned-{mode}-{who:?}", rig::rig_home());
         let _ = std::fs::remove_file(&file);
         let out = run(mode, who, &["touch", &file]);
         assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
@@ -755,6 +755,86 @@ fn doctor(who: Who, json: bool) -> String {
     let out = output(&mut cmd);
     assert_eq!(code(&out), 0, "{who:?} json={json}:\n{}{}", stdout(&out), stderr(&out));
     stdout(&out)
+}
+
+/// `CMD...` as WHO, in a mount namespace where /etc/passwd has no `portage` line
+/// and nsswitch.conf looks users up in files, then systemd (Debian's and Gentoo's
+/// default): a lookup of `portage` then loads libnss_systemd.so.2.
+fn with_nss_module(who: Who, cmd: &[&str]) -> Output {
+    let dir = std::env::temp_dir().join(format!("phasebox-nss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwd: String = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with("portage:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(dir.join("passwd"), passwd).unwrap();
+    std::fs::write(dir.join("nsswitch.conf"), "passwd: files systemd\ngroup: files systemd\n").unwrap();
+    let (_, uid) = rig::rig_user();
+    let identity = match who {
+        Who::Root => String::new(),
+        Who::User => format!("setpriv --reuid={uid} --regid={uid} --clear-groups"),
+    };
+    let script = format!(
+        "mount --bind {0}/passwd /etc/passwd && mount --bind {0}/nsswitch.conf /etc/nsswitch.conf && \
+         cd / && exec {identity} \"$@\"",
+        dir.display()
+    );
+    let out = output(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script, "sh"])
+            .args(cmd)
+            .stdin(std::process::Stdio::null()),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    out
+}
+
+/// phasebox was once linked statically against glibc, which crashes when a name
+/// lookup loads an NSS module; doctor looked the `portage` user up on every host.
+/// Every subcommand, as root and as an unprivileged user, must survive lookups of
+/// users that /etc/passwd does not know.
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn lookups_of_users_missing_from_etc_passwd_do_not_crash() {
+    let control = std::env::var("PHASEBOX_NSS_CONTROL").expect("PHASEBOX_NSS_CONTROL: tests/run builds it");
+    assert!(
+        ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/lib64"]
+            .iter()
+            .any(|dir| std::path::Path::new(dir).join("libnss_systemd.so.2").exists()),
+        "control: libnss_systemd.so.2 must be installed (package libnss-systemd)"
+    );
+    let bin = rig::phasebox_bin();
+    let bin = bin.to_str().unwrap();
+    for who in [Who::Root, Who::User] {
+        // Control: a statically linked lookup of `portage` crashes here.
+        let out = with_nss_module(who, &[&control, "portage"]);
+        assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "control {who:?}: {out:?}");
+        for args in [
+            &["doctor", "--config", "/dev/null"][..],
+            &["doctor", "--json", "--config", "/dev/null"],
+            &["policy", "--config", "/dev/null"],
+            &["ps"],
+            &["run", "--config", "/dev/null", "--phase", "compile", "--", "true"],
+        ] {
+            let out = with_nss_module(who, &[&[bin][..], args].concat());
+            let status = out.status.code().unwrap_or_else(|| panic!("{who:?} {args:?} crashed: {out:?}"));
+            // doctor exits 1 when a default isolation is missing; ps when a manager
+            // does not answer.
+            assert!(status <= 1, "{who:?} {args:?}: {}{}", stdout(&out), stderr(&out));
+            // It did look portage up, and found nobody.
+            if args[0] == "doctor" {
+                let text = stdout(&out);
+                let said = if args[1] == "--json" {
+                    serde_json::from_str::<serde_json::Value>(&text).unwrap()["portage"]["uid"].is_null()
+                } else {
+                    text.lines().any(|l| l.starts_with("portage user") && l.ends_with("does not exist"))
+                };
+                assert!(said, "{who:?} {args:?}: {text}");
+            }
+        }
+    }
 }
 
 #[test]

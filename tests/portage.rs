@@ -83,7 +83,7 @@ fn unique() -> usize {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The user portage's userpriv phases run as (emerge-probe --userpriv creates it).
+/// The user portage's userpriv phases run as (the rig makes it: tests/rig/users.sh).
 fn portage_uid() -> u32 {
     let out = Command::new("id").args(["-u", "portage"]).output().unwrap();
     assert!(out.status.success(), "no portage user");

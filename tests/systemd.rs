@@ -245,13 +245,13 @@ fn orphans_are_killed_and_reported() {
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
 fn unprivileged_user_gets_the_same_sandbox_from_its_user_manager() {
-    let (name, uid) = rig::rig_user();
+    let (_, uid) = rig::rig_user();
     let out = output(&mut phasebox_as_user(&sh(
         "id -u; ip -o link show | wc -l; touch phasebox-owned; echo out; exit 5",
     )));
     assert_eq!(code(&out), 5, "{}", stderr(&out));
     assert_eq!(stdout(&out), format!("{uid}\n1\nout\n"), "{}", stderr(&out));
-    let meta = std::fs::metadata(format!("/home/{name}/phasebox-owned")).unwrap();
+    let meta = std::fs::metadata(format!("{}/phasebox-owned", rig::rig_home())).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (uid, uid), "files the phase creates belong to the caller");
 
     let out = output(&mut phasebox_as_user(&sh(LEAVE_ORPHAN)));
@@ -401,6 +401,37 @@ fn checked_in_interfaces_match_the_live_systemd() {
     for (member, signature) in &ours {
         assert_eq!(live.get(member), Some(signature), "{member:?} differs from the live systemd");
     }
+}
+
+/// A bus address that names a host makes zbus resolve it on a thread of the async
+/// runtime. When nothing answers there, the unprivileged caller's phase falls back
+/// to unshare mode, which creates a user namespace: no thread may be left by then.
+#[test]
+#[ignore = "needs the booted systemd: run tests/run"]
+fn a_fallback_after_a_bus_address_was_resolved_still_creates_its_namespaces() {
+    // A "bus" that accepts and hangs up at once.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            drop(connection);
+        }
+    });
+    let out = output(
+        rig::as_rig_user("env")
+            .arg(format!("DBUS_SESSION_BUS_ADDRESS=tcp:host=localhost,port={port}"))
+            .arg(rig::phasebox_bin())
+            .args(["run", "-v", "--", "sh", "-c", LEAVE_ORPHAN]),
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 7, "{err}");
+    assert!(
+        err.contains("phasebox: unshare mode: systemd is not reachable (its bus at tcp:host=localhost"),
+        "{err}"
+    );
+    let line = err.lines().find(|l| l.starts_with("phasebox: killed orphan ")).expect(&err);
+    assert!(line.ends_with(" (sleep)"), "{err}");
+    assert!(is_gone(line.split_whitespace().nth(3).unwrap().parse().unwrap()), "{err}");
 }
 
 #[test]

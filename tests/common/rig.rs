@@ -43,6 +43,12 @@ pub fn rig_user() -> (String, u32) {
     (name, uid)
 }
 
+/// The rig user's home: /home/NAME in the container, elsewhere on the bare host
+/// (tests/rig/bare says where), which the suites must not touch.
+pub fn rig_home() -> String {
+    std::env::var("PHASEBOX_RIG_HOME").unwrap_or_else(|_| format!("/home/{}", rig_user().0))
+}
+
 /// `phasebox run ARGS...` as root.
 pub fn phasebox<S: AsRef<OsStr>>(args: &[S]) -> Command {
     place();
@@ -62,15 +68,16 @@ pub fn phasebox_as_user<S: AsRef<OsStr>>(args: &[S]) -> Command {
 /// PROGRAM as the rig's unprivileged user, in its home, with its session bus (add
 /// the arguments).
 pub fn as_rig_user(program: impl AsRef<OsStr>) -> Command {
-    let (name, uid) = rig_user();
+    let (_, uid) = rig_user();
+    let home = rig_home();
     let mut cmd = Command::new("setpriv");
     cmd.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--init-groups".into(), "--".into()])
         .arg("env")
-        .arg(format!("HOME=/home/{name}"))
+        .arg(format!("HOME={home}"))
         .arg(format!("XDG_RUNTIME_DIR=/run/user/{uid}"))
         .arg(format!("DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"))
         .arg(program)
-        .current_dir(format!("/home/{name}"))
+        .current_dir(home)
         .stdin(Stdio::null());
     cmd
 }

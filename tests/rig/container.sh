@@ -7,10 +7,10 @@
 #   rig_exec_user CMD...  run CMD as the lingering test user inside the container
 #   rig_stop            power off and clean up (installed as an EXIT trap by rig_boot)
 
-RIG_USER=pbtest
-RIG_UID=4242
 RIG_NAME=phasebox-rig-$$
 RIG_CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/rig/users.sh
+source "$RIG_CHECKOUT/tests/rig/users.sh"
 
 rig_log() { printf 'rig: %s\n' "$*" >&2; }
 
@@ -70,8 +70,9 @@ rig_boot() {
 	rig_exec ip link set pbrig0 up
 	rig_exec ip addr add 198.51.100.1/24 dev pbrig0
 	rig_exec ip -6 addr add 2001:db8::1/64 dev pbrig0 nodad
-	# The copied /etc may already know the user (tests/run makes it on the host too).
-	rig_exec id "$RIG_USER" >/dev/null 2>&1 || rig_exec useradd -u "$RIG_UID" -U "$RIG_USER"
+	# The users go into the container's own copy of /etc, never the host's.
+	rig_exec useradd -u "$RIG_UID" -U "$RIG_USER"
+	rig_exec useradd --system -u "$RIG_PORTAGE_UID" -U -d /var/empty -M -s /usr/sbin/nologin portage
 	rig_exec install -d -o "$RIG_UID" -g "$RIG_UID" -m 0755 "/home/$RIG_USER"
 	rig_exec loginctl enable-linger "$RIG_USER"
 	rig_wait 30 "the user manager's bus" rig_exec test -S "/run/user/$RIG_UID/bus"

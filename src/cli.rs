@@ -64,8 +64,9 @@ pub struct RunArgs {
     /// Set a unit property, in systemd-run's syntax (e.g. MemoryMax=2G, CPUQuota=150%,
     /// TasksMax=512, RuntimeMaxSec=30min, Nice=10, LimitNOFILE=4096). Repeatable.
     /// Unknown or malformed properties are refused before anything starts, and so are
-    /// those the chosen mode can't honour: in scope and unshare modes phasebox applies
-    /// Limit*, Nice and NoNewPrivileges itself; resource control needs systemd.
+    /// those the chosen mode can't honour. Limit*, Nice and NoNewPrivileges apply to
+    /// the command alone, in every mode (phasebox sets them just before its execve);
+    /// resource control needs systemd.
     #[arg(short = 'p', long = "property", value_name = "NAME=VALUE")]
     pub properties: Vec<String>,
 

@@ -13,7 +13,7 @@ use crate::namespaces::{Kind, NsId, Set};
 use crate::watchdog::Launcher;
 use crate::wire::{Decoder, Encoder};
 
-const MAGIC: &[u8] = b"phasebox-context-1";
+const MAGIC: &[u8] = b"phasebox-context-2";
 
 /// One resource limit of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,23 @@ pub struct Rlimit {
     pub resource: u32,
     pub soft: u64,
     pub hard: u64,
+}
+
+/// A `-p` setting of the command's own process (Limit*, Nice, NoNewPrivileges).
+/// phasebox applies it to the command alone, just before execve, in every mode:
+/// never to itself (`-p LimitFSIZE=0` would stop it writing its own files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessSetting {
+    Rlimit(Rlimit),
+    Nice(i32),
+    NoNewPrivileges,
+}
+
+/// A process setting and how the user gave it (`-p LimitNOFILE=1024`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub setting: ProcessSetting,
+    pub shown: String,
 }
 
 /// An isolation the launcher asked systemd for, and the launcher's own namespace of
@@ -40,6 +57,8 @@ pub struct CallerContext {
     pub expected: Vec<Expected>,
     /// Namespaces the inner mode creates itself (systemd can't, or not here).
     pub unshare: Set,
+    /// -p settings of the command's process.
+    pub settings: Vec<Setting>,
     /// Add portage's loopback addresses to the network namespace systemd made.
     pub loopback_addresses: bool,
     pub best_effort: bool,
@@ -85,6 +104,14 @@ impl CallerContext {
             .bool(self.unshare.ipc)
             .bool(self.unshare.uts)
             .bool(self.unshare.pid)
+            .list(&self.settings, |e, s| {
+                match s.setting {
+                    ProcessSetting::Rlimit(r) => e.u32(0).u32(r.resource).u64(r.soft).u64(r.hard),
+                    ProcessSetting::Nice(nice) => e.u32(1).u32(nice as u32),
+                    ProcessSetting::NoNewPrivileges => e.u32(2),
+                };
+                e.bytes(s.shown.as_bytes());
+            })
             .bool(self.loopback_addresses)
             .bool(self.best_effort)
             .bool(self.quiet)
@@ -120,6 +147,17 @@ impl CallerContext {
                 Ok(Expected { kind, launcher_ns: NsId(d.u64()?) })
             })?,
             unshare: Set { network: d.bool()?, ipc: d.bool()?, uts: d.bool()?, pid: d.bool()? },
+            settings: d.list(|d| {
+                let setting = match d.u32()? {
+                    0 => {
+                        ProcessSetting::Rlimit(Rlimit { resource: d.u32()?, soft: d.u64()?, hard: d.u64()? })
+                    }
+                    1 => ProcessSetting::Nice(d.u32()? as i32),
+                    2 => ProcessSetting::NoNewPrivileges,
+                    other => bail!("unknown process setting {other}"),
+                };
+                Ok(Setting { setting, shown: String::from_utf8_lossy(d.bytes()?).into_owned() })
+            })?,
             loopback_addresses: d.bool()?,
             best_effort: d.bool()?,
             quiet: d.bool()?,
@@ -154,6 +192,14 @@ impl CallerContext {
                 Expected { kind: Kind::Ipc, launcher_ns: NsId(2) },
             ],
             unshare: Set { uts: true, pid: true, ..Set::default() },
+            settings: vec![
+                Setting {
+                    setting: ProcessSetting::Rlimit(Rlimit { resource: 1, soft: 0, hard: 0 }),
+                    shown: "-p LimitFSIZE=0".into(),
+                },
+                Setting { setting: ProcessSetting::Nice(-5), shown: "-p Nice=-5".into() },
+                Setting { setting: ProcessSetting::NoNewPrivileges, shown: "-p NoNewPrivileges=yes".into() },
+            ],
             loopback_addresses: true,
             best_effort: false,
             quiet: false,

@@ -7,19 +7,20 @@
 //! PR_SET_PDEATHSIG or give signals the caller ignored back to the command.
 
 use std::ffi::{CString, c_char, c_int, c_void};
-use std::fs::File;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 use nix::unistd::Pid;
 
-use crate::context::CallerContext;
+use crate::context::{CallerContext, ProcessSetting, Setting};
 use crate::exit::{NOT_EXECUTABLE, NOT_FOUND, PHASEBOX_FAILED};
+use crate::terminal_guard::TerminalGuard;
 
-/// What the launcher writes one byte to once the command may run; closing it
-/// unwritten (the launcher could not finish setting up) means it never runs.
-pub struct Gate(pub File);
+/// PID 1's end of its channel, on which the command waits for `Start` before its
+/// execve; the channel closing first (the launcher could not finish setting up)
+/// means it never runs.
+pub struct Gate(pub std::os::fd::RawFd);
 
 /// The child's stack; it only makes system calls.
 const STACK_SIZE: usize = 64 * 1024;
@@ -33,12 +34,24 @@ pub struct Exec {
     /// The signals the caller ignored; all others get their default action.
     ignored: Vec<c_int>,
     mask: libc::sigset_t,
+    /// -p settings of the command's process, applied just before execve.
+    settings: Vec<Setting>,
+    /// The terminal guard, for a confined phase.
+    guard: Option<TerminalGuard>,
+    /// Set by the child when applying settings[failed_setting] failed, with errno:
+    /// the child shares this memory until it execs or exits.
+    failed_errno: AtomicI32,
+    failed_setting: AtomicUsize,
     /// "phasebox: NAME: ", for when execve fails.
     failure_prefix: Vec<u8>,
 }
 
+/// What failed_setting says when the terminal guard could not be installed.
+const GUARD: usize = usize::MAX;
+
 impl Exec {
-    pub fn prepare(context: &CallerContext) -> Exec {
+    /// `confined`: the phase is sandboxed, and its command gets the terminal guard.
+    pub fn prepare(context: &CallerContext, confined: bool) -> Exec {
         let cstring = |b: &[u8]| CString::new(b).unwrap_or_default();
         let argv: Vec<CString> = context.argv.iter().map(|a| cstring(a.as_bytes())).collect();
         let env: Vec<CString> = context.caller.env.iter().map(|e| cstring(e.as_bytes())).collect();
@@ -62,6 +75,10 @@ impl Exec {
             _strings: argv.into_iter().chain(env).collect(),
             ignored: context.caller.ignored_signals.iter().map(|&s| s as c_int).collect(),
             mask,
+            settings: context.settings.clone(),
+            guard: confined.then(TerminalGuard::new),
+            failed_errno: AtomicI32::new(0),
+            failed_setting: AtomicUsize::new(0),
             failure_prefix: format!("phasebox: {shown}: ").into_bytes(),
         }
     }
@@ -85,8 +102,17 @@ impl Exec {
         }
         // SAFETY: a valid sigset_t.
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.mask, ptr::null_mut()) };
+        let applied =
+            self.settings.iter().enumerate().map(|(index, s)| apply(s.setting).map_err(|e| (index, e)));
+        let guarded = self.guard.iter().map(|guard| guard.install().map_err(|e| (GUARD, e)));
+        if let Some(Err((index, errno))) = applied.chain(guarded).find(Result::is_err) {
+            self.failed_setting.store(index, Ordering::Relaxed);
+            self.failed_errno.store(errno, Ordering::Relaxed);
+            // SAFETY: leave without running any destructor of the parent's.
+            unsafe { libc::_exit(PHASEBOX_FAILED as c_int) }
+        }
         if let Some(Gate(gate)) = gate
-            && (&*gate).read_exact(&mut [0u8]).is_err()
+            && !crate::message::started(*gate)
         {
             // SAFETY: leave without running any destructor of the parent's.
             unsafe { libc::_exit(PHASEBOX_FAILED as c_int) }
@@ -108,8 +134,9 @@ impl Exec {
     /// Start the command in a child that shares this process's memory until its
     /// execve (or exit), this process waiting meanwhile. The child is killed if this
     /// process dies. All signals stay blocked here until it has started: no handler
-    /// of ours may run in it.
-    pub fn spawn(&self, gate: Option<&Gate>) -> nix::Result<Pid> {
+    /// of ours may run in it. A -p setting the child could not apply is an error,
+    /// the child reaped.
+    pub fn spawn(&self, gate: Option<&Gate>) -> Result<Pid, String> {
         // Left uninitialised: only the pages the child touches are ever faulted in.
         let mut stack: Vec<u8> = Vec::with_capacity(STACK_SIZE);
         let child = Child { exec: self, gate, parent: nix::unistd::getpid().as_raw() };
@@ -133,11 +160,42 @@ impl Exec {
                 &child as *const Child as *mut c_void,
             )
         };
-        let result = if pid < 0 { Err(nix::errno::Errno::last()) } else { Ok(Pid::from_raw(pid)) };
+        let result = if pid < 0 {
+            Err(format!("cannot start the command: {}", nix::errno::Errno::last()))
+        } else {
+            Ok(Pid::from_raw(pid))
+        };
         // SAFETY: restores the mask saved above.
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &previous, ptr::null_mut()) };
-        result
+        let child = result?;
+        let errno = self.failed_errno.load(Ordering::Relaxed);
+        if errno != 0 {
+            let _ = nix::sys::wait::waitpid(child, None);
+            let what = match self.failed_setting.load(Ordering::Relaxed) {
+                GUARD => "guarding the terminal (a seccomp filter against TIOCSTI)",
+                index => &self.settings[index].shown,
+            };
+            return Err(format!("{what}: {}", nix::errno::Errno::from_raw(errno).desc()));
+        }
+        Ok(child)
     }
+}
+
+/// Apply a -p setting to this process; the errno when it fails. Only system calls:
+/// it runs in a child that shares its parent's memory.
+fn apply(setting: ProcessSetting) -> Result<(), c_int> {
+    // SAFETY: plain system calls with integer arguments and a local struct.
+    let rc = unsafe {
+        match setting {
+            ProcessSetting::Rlimit(limit) => {
+                let value = libc::rlimit { rlim_cur: limit.soft, rlim_max: limit.hard };
+                libc::setrlimit(limit.resource as libc::__rlimit_resource_t, &value)
+            }
+            ProcessSetting::Nice(nice) => libc::setpriority(libc::PRIO_PROCESS, 0, nice),
+            ProcessSetting::NoNewPrivileges => libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+        }
+    };
+    if rc == 0 { Ok(()) } else { Err(nix::errno::Errno::last_raw()) }
 }
 
 struct Child<'a> {

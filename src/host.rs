@@ -26,6 +26,9 @@ pub trait Host {
     fn write_proc_self(&mut self, name: &str, content: &str) -> Result<()>;
     fn set_hostname(&mut self, name: &str) -> Result<()>;
     fn loopback_up(&mut self) -> Result<()>;
+    /// In a mount namespace of this process's own: make every mount private, then
+    /// mount the phase's own IPC filesystems.
+    fn ipc_mounts(&mut self) -> Result<()>;
 }
 
 /// The real thing.
@@ -99,6 +102,11 @@ impl Host for Linux {
 
     fn loopback_up(&mut self) -> Result<()> {
         crate::sandbox::loopback::set_up()
+    }
+
+    fn ipc_mounts(&mut self) -> Result<()> {
+        crate::sandbox::init::private_propagation()?;
+        crate::sandbox::init::mount_ipc()
     }
 }
 
@@ -187,6 +195,10 @@ pub(crate) mod fake {
         }
         fn loopback_up(&mut self) -> Result<()> {
             self.calls.push("lo up".into());
+            Ok(())
+        }
+        fn ipc_mounts(&mut self) -> Result<()> {
+            self.calls.push("ipc mounts".into());
             Ok(())
         }
     }

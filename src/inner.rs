@@ -4,11 +4,11 @@
 //! and exits the way the command did.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::context::CallerContext;
 use crate::exit::PHASEBOX_FAILED;
@@ -20,12 +20,12 @@ pub fn main(context_path: &Path) -> u8 {
     let (context, mut findings_file) = match open(context_path) {
         Ok(opened) => opened,
         Err(error) => {
-            eprintln!("phasebox: inner mode: {error:#}");
+            crate::notice!("phasebox: inner mode: {error:#}");
             return PHASEBOX_FAILED;
         }
     };
     if let Err(error) = watchdog::guard(context.launcher) {
-        eprintln!("phasebox: inner mode: {error:#}; not starting the phase");
+        crate::notice!("phasebox: inner mode: {error:#}; not starting the phase");
         return PHASEBOX_FAILED;
     }
     let options = Options {
@@ -36,7 +36,7 @@ pub fn main(context_path: &Path) -> u8 {
     };
     let findings = run_phase(&context, &options, || ());
     if let Err(error) = findings_file.write_all(findings.encode().as_bytes()) {
-        eprintln!("phasebox: inner mode: cannot write {}: {error}", context.findings_path.display());
+        crate::notice!("phasebox: inner mode: cannot write {}: {error}", context.findings_path.display());
     }
     match findings.termination {
         Some(termination) => exit_like(termination),
@@ -44,18 +44,30 @@ pub fn main(context_path: &Path) -> u8 {
     }
 }
 
-/// Read (and at once remove: it holds the environment) the context, and open the
-/// findings file while still privileged: the command may run as another user.
+/// Read the context, and once it is known to be one, remove it at once (it holds
+/// the environment); then open the findings file while still privileged: the
+/// command may run as another user. Only a regular file of this user's, reached
+/// without a symbolic link, is read; nothing else is ever removed.
 fn open(path: &Path) -> Result<(CallerContext, File)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let _ = std::fs::remove_file(path);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let meta = file.metadata().with_context(|| format!("inspecting {}", path.display()))?;
+    if !meta.file_type().is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        bail!("{} is not a context file of phasebox's: not a regular file of this user's", path.display());
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
     let context = CallerContext::decode(&bytes).with_context(|| format!("decoding {}", path.display()))?;
+    let _ = std::fs::remove_file(path);
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&context.findings_path)
         .with_context(|| format!("creating {}", context.findings_path.display()))?;
     Ok((context, file))

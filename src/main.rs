@@ -29,7 +29,7 @@ fn dispatch() -> u8 {
         cli::Command::Stop(args) => match stop::stop(&args.targets) {
             Ok(()) => 0,
             Err(error) => {
-                eprintln!("phasebox: {error:#}");
+                phasebox::notice!("phasebox: {error:#}");
                 1
             }
         },

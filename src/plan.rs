@@ -12,12 +12,12 @@ use anyhow::Context;
 
 use crate::cli::{ModeArg, RunArgs};
 use crate::command_path;
-use crate::context::{Caller, CallerContext, Expected, apply_setenv};
+use crate::context::{Caller, CallerContext, Expected, Setting, apply_setenv};
 use crate::exit::Failure;
 use crate::mode::{self, Asked, Backend, Lost, Mode, Reach, Request, Why};
 use crate::namespaces::{Kind, NsId, Set};
 use crate::policy::PhaseRun;
-use crate::systemd::properties::{Applies, ProcessSetting, Property, UserProperty, parse_given_as};
+use crate::systemd::properties::{Applies, PropValue, Property, UserProperty, parse_given_as};
 use crate::systemd::{Manager, unit_name};
 
 /// The flags of `run`, checked and resolved: nothing here depends on the backend.
@@ -191,11 +191,12 @@ pub struct Plan {
     /// Properties from -p that systemd applies, in order.
     pub unit_properties: Vec<Property>,
     pub user_sets_timeout_stop: bool,
-    /// Settings of -p that phasebox applies itself when systemd doesn't spawn the command.
-    pub process_settings: Vec<ProcessSetting>,
     pub context: CallerContext,
     /// --timeout: systemd enforces it in service mode, phasebox in the others.
     pub timeout: Option<Duration>,
+    /// The service's RuntimeMaxSec= (--timeout or -p): systemd's Result "timeout"
+    /// means this limit only when the phase ran that long; else a stop took long.
+    pub runtime_max: Option<Duration>,
     /// `--phase`: what the policy decided, shown by -v.
     pub phase: Option<PhaseRun>,
     pub verbose: bool,
@@ -205,44 +206,43 @@ impl Plan {
     fn new(settings: &Settings, mode: Mode, reach: &Reach) -> Result<Plan, Failure> {
         let Mode { backend, why, isolations: wanted } = mode;
         let mut unit_properties = Vec::new();
-        let mut process_settings = Vec::new();
+        let mut process = Vec::new();
         let mut user_sets_timeout_stop = false;
+        let mut runtime_max = None;
         let timeout_property = match (&settings.timeout, backend) {
             // systemd would stop a scope from outside, unseen: there phasebox times the
             // phase itself, as it stops it on SIGTERM.
-            (Some((value, _)), Backend::Service(_)) => {
-                Some(parse_given_as(&format!("RuntimeMaxSec={value}"), &format!("--timeout {value}"))?)
-            }
+            (Some((value, _)), Backend::Service(_)) => Some((
+                parse_given_as(&format!("RuntimeMaxSec={value}"), &format!("--timeout {value}"))?,
+                String::new(),
+            )),
             _ => None,
         };
-        for parsed in settings.properties.iter().map(|(p, _)| p).chain(&timeout_property) {
+        for (parsed, shown) in settings.properties.iter().chain(&timeout_property) {
             user_sets_timeout_stop |= parsed.name == "TimeoutStopSec";
-            // `mode::decide` refused what the backend can't apply.
+            // `mode::decide` refused what the backend can't apply. Settings of the
+            // command's process are phasebox's to apply, in every mode.
+            if let (
+                Backend::Service(_),
+                Some(Property { name: "RuntimeMaxUSec", value: PropValue::U64(usec) }),
+            ) = (backend, parsed.properties.first())
+            {
+                runtime_max = Some(Duration::from_micros(*usec));
+            }
             match (&parsed.applies, backend) {
-                (_, Backend::Unconfined) | (Applies::Nothing, _) => {}
-                (applies, Backend::Service(_)) => {
-                    if let Applies::Process(setting) = applies {
-                        process_settings.push(*setting);
-                    }
-                    unit_properties.extend(parsed.properties.iter().cloned());
+                (_, Backend::Unconfined) => {}
+                (Applies::Process(setting), _) => {
+                    process.push(Setting { setting: *setting, shown: shown.clone() })
                 }
-                (Applies::Process(setting), _) => process_settings.push(*setting),
-                (Applies::Unit, Backend::Scope(_)) => {
+                // What asks for nothing a service still gets as given.
+                (_, Backend::Service(_)) | (Applies::Unit, Backend::Scope(_)) => {
                     unit_properties.extend(parsed.properties.iter().cloned())
                 }
+                (Applies::Nothing, _) => {}
                 (Applies::Unit | Applies::ServiceOnly, _) => {
                     unreachable!("mode::decide refuses {} in {} mode", parsed.name, backend.name())
                 }
             }
-        }
-        let mut caller = settings.caller.clone();
-        if matches!(backend, Backend::Service(_)) {
-            // systemd sets these limits from -p; the caller's must not undo them.
-            caller.rlimits.retain(|r| {
-                !process_settings
-                    .iter()
-                    .any(|s| matches!(s, ProcessSetting::Rlimit(l) if l.resource == r.resource))
-            });
         }
         let mut expected = Vec::new();
         // A PID namespace is verified by its PID 1, which must be PID 1 in it.
@@ -253,9 +253,10 @@ impl Plan {
         let context = CallerContext {
             program: settings.program.clone(),
             argv: settings.argv.clone(),
-            caller,
+            caller: settings.caller.clone(),
             expected,
             unshare: Set::default(),
+            settings: process,
             loopback_addresses: false,
             best_effort: settings.best_effort,
             quiet: settings.quiet,
@@ -273,9 +274,9 @@ impl Plan {
             description: settings.description.clone(),
             unit_properties,
             user_sets_timeout_stop,
-            process_settings,
             context,
             timeout: settings.timeout.as_ref().map(|(_, duration)| *duration),
+            runtime_max,
             phase: settings.phase.clone(),
             verbose: settings.verbose,
         })
@@ -291,13 +292,16 @@ impl Plan {
                 let package = run.package.as_ref().map_or(String::new(), |p| format!(" of {p}"));
                 let changed =
                     if d.notes.is_empty() { String::new() } else { format!(" ({})", d.notes.join("; ")) };
-                eprintln!(
+                crate::notice!(
                     "phasebox: policy for the {} phase{package}: network {}, ipc {}, pid {}{changed}",
-                    run.phase, d.network, d.ipc, d.pid
+                    run.phase,
+                    d.network,
+                    d.ipc,
+                    d.pid
                 );
             }
-            eprintln!("phasebox: {} mode: {}", self.backend.name(), self.why);
-            eprintln!(
+            crate::notice!("phasebox: {} mode: {}", self.backend.name(), self.why);
+            crate::notice!(
                 "phasebox: isolations: {}",
                 if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") }
             );

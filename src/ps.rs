@@ -10,9 +10,9 @@ pub fn print() -> u8 {
     phases.sort_by_key(|p| p.since_micros);
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
-    print!("{}", render(&phases, now as u64));
+    crate::output!("{}", render(&phases, now as u64));
     for why in &unreachable {
-        eprintln!("phasebox: {why}");
+        crate::notice!("phasebox: {why}");
     }
     if unreachable.is_empty() { 0 } else { 1 }
 }

@@ -153,7 +153,7 @@ pub fn register(description: &str, quiet: bool) -> Option<Registered> {
         Ok(registered) => Some(registered),
         Err(error) => {
             if !quiet {
-                eprintln!("phasebox: warning: this phase is not listed by `phasebox ps`: {error:#}");
+                crate::notice!("phasebox: warning: this phase is not listed by `phasebox ps`: {error:#}");
             }
             None
         }

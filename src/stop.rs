@@ -24,7 +24,7 @@ pub fn stop(targets: &[String]) -> Result<()> {
         }
         for phase in chosen {
             stop_one(phase).with_context(|| format!("stopping {}", phase.id))?;
-            println!("stopped {}", phase.id);
+            crate::output!("stopped {}\n", phase.id);
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! Run the command (started by `exec`) as a child and wait for it: signals passed
 //! on to it, and (as a namespace's PID 1) every orphan reaped along the way.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -19,6 +19,10 @@ pub const FORWARDED: [Signal; 6] =
 pub const STOP_GRACE_SECONDS: u32 = 5;
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// This process's grace period: longer than its child's when the child is itself a
+/// phasebox process that gives the command its own, so the command's ends first
+/// and the child still reports how it ended (see `Supervisor`).
+static GRACE: AtomicU32 = AtomicU32::new(STOP_GRACE_SECONDS);
 static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
 static TIMED_OUT: AtomicBool = AtomicBool::new(false);
 
@@ -38,7 +42,7 @@ extern "C" fn forward_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _:
     if record_stop(signal) {
         // A command that ignores being stopped is killed after the grace period.
         // SAFETY: alarm is async-signal-safe.
-        unsafe { libc::alarm(STOP_GRACE_SECONDS) };
+        unsafe { libc::alarm(GRACE.load(Ordering::Relaxed)) };
     }
     // A terminal's signals (SI_KERNEL) reach the whole foreground process group,
     // the child included: passing them on would deliver them twice.
@@ -68,7 +72,7 @@ extern "C" fn on_alarm(_: libc::c_int) {
             if child > 0 {
                 libc::kill(child, libc::SIGTERM);
             }
-            libc::alarm(STOP_GRACE_SECONDS);
+            libc::alarm(GRACE.load(Ordering::Relaxed));
         }
     }
 }
@@ -93,16 +97,33 @@ pub fn timed_out() -> bool {
     TIMED_OUT.load(Ordering::Relaxed)
 }
 
+/// Which phasebox process a child forked by `spawn_forwarding` is: how many
+/// supervisors, itself included, stand between this process and the command.
+#[derive(Debug, Clone, Copy)]
+pub enum Supervisor {
+    /// A PID namespace's PID 1, which runs the command.
+    Pid1,
+    /// Scope mode's isolator, which runs the command or forks PID 1.
+    Isolator,
+}
+
 /// Fork; the child runs `child` (which should end the process itself), this process
 /// passes the FORWARDED signals on to it. The child is killed if this process dies,
-/// so a phase never outlives a killed phasebox. Returns the child's PID.
-pub fn spawn_forwarding(child: impl FnOnce()) -> nix::Result<Pid> {
+/// so a phase never outlives a killed phasebox; on a stop or --timeout, only after
+/// the child's own grace period, so that it still reports. Returns the child's PID.
+pub fn spawn_forwarding(role: Supervisor, child: impl FnOnce()) -> nix::Result<Pid> {
+    let levels = match role {
+        Supervisor::Pid1 => 1,
+        Supervisor::Isolator => 2,
+    };
+    GRACE.store(STOP_GRACE_SECONDS + levels, Ordering::Relaxed);
     forwarding(|previous| {
         let parent = nix::unistd::getpid();
         // SAFETY: every process that calls this is single-threaded.
         match unsafe { fork() }? {
             ForkResult::Parent { child } => Ok(child),
             ForkResult::Child => {
+                GRACE.store(STOP_GRACE_SECONDS, Ordering::Relaxed);
                 die_with(parent.as_raw());
                 let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(previous), None);
                 child();
@@ -156,19 +177,31 @@ fn forwarding(start: impl FnOnce(&SigSet) -> nix::Result<Pid>) -> nix::Result<Pi
 
 /// Start the command and wait for it. As a namespace's PID 1 (`reap_all`), also
 /// reap every orphan that is reparented here meanwhile. With a gate, the command
-/// is started at once but execs only once the gate opens.
-pub fn run_command(exec: &Exec, reap_all: bool, gate: Option<Gate>) -> Termination {
-    match forwarding(|_| exec.spawn(gate.as_ref())) {
-        Ok(child) => wait_for(child, reap_all),
-        Err(error) => {
-            eprintln!("phasebox: cannot start the command: {error}");
-            Termination::Exited(PHASEBOX_FAILED as i32)
-        }
+/// is started at once but execs only once the gate opens. An error: the command
+/// could not be started.
+pub fn run_command(exec: &Exec, reap_all: bool, gate: Option<Gate>) -> Result<Termination, String> {
+    let mut refused = None;
+    let started = forwarding(|_| {
+        exec.spawn(gate.as_ref()).map_err(|error| {
+            refused = Some(error);
+            nix::errno::Errno::ECANCELED
+        })
+    });
+    match started {
+        Ok(child) => Ok(wait_for(child, reap_all)),
+        Err(error) => Err(refused.unwrap_or_else(|| format!("cannot start the command: {error}"))),
     }
 }
 
 /// Wait for `child`; with `reap_all`, reap any other child that ends meanwhile.
+/// Once reaped, its PID may be reused: no signal is passed on to it any more.
 pub fn wait_for(child: Pid, reap_all: bool) -> Termination {
+    let termination = wait_until_reaped(child, reap_all);
+    let _ = CHILD.compare_exchange(child.as_raw(), 0, Ordering::Relaxed, Ordering::Relaxed);
+    termination
+}
+
+fn wait_until_reaped(child: Pid, reap_all: bool) -> Termination {
     let target = if reap_all { None } else { Some(child) };
     loop {
         match waitpid(target, None) {
@@ -178,7 +211,7 @@ pub fn wait_for(child: Pid, reap_all: bool) -> Termination {
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(error) => {
-                eprintln!("phasebox: waiting for the command: {error}");
+                crate::notice!("phasebox: waiting for the command: {error}");
                 return Termination::Exited(PHASEBOX_FAILED as i32);
             }
         }
@@ -187,7 +220,7 @@ pub fn wait_for(child: Pid, reap_all: bool) -> Termination {
 
 /// The caller's signal dispositions and mask, then execve; on failure, exit 126/127.
 pub fn exec_command(context: &CallerContext) -> ! {
-    Exec::prepare(context).exec_here(None)
+    Exec::prepare(context, false).exec_here(None)
 }
 
 /// End this process the way the command ended, so systemd records the same status.

@@ -98,16 +98,39 @@ fn watch(launcher: Launcher, pidfd: Option<OwnedFd>) {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
-    eprintln!("phasebox: the launcher (PID {}) is gone; stopping the phase", launcher.pid);
-    // Again and again: a process may fork while we kill.
+    crate::notice!("phasebox: the launcher (PID {}) is gone; stopping the phase", launcher.pid);
+    // All at once, this watcher included, where the kernel can (5.14).
+    if crate::orphans::kill_own_cgroup().is_ok() {
+        return;
+    }
+    // Else again and again (a process may fork while we kill), each through a pidfd
+    // of a process still in our cgroup once the pidfd is open: a PID that was
+    // reused meanwhile is never signalled.
     for _ in 0..10 {
         let others = crate::orphans::list_except_self().unwrap_or_default();
         if others.is_empty() {
             break;
         }
         for process in others {
-            // SAFETY: kill with a plain PID.
-            unsafe { libc::kill(process.pid as i32, libc::SIGKILL) };
+            // SAFETY: pidfd_open with a plain PID and no flags.
+            let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, process.pid as libc::c_int, 0) };
+            if raw < 0 {
+                continue;
+            }
+            // SAFETY: a new descriptor that nothing else owns.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+            if crate::orphans::in_own_cgroup(process.pid) {
+                // SAFETY: pidfd_send_signal on our pidfd, with no siginfo and no flags.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<u8>(),
+                        0,
+                    )
+                };
+            }
         }
     }
 }

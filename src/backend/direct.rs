@@ -14,19 +14,18 @@ use nix::unistd::Pid;
 use super::{Outcome, Silent, conclude, runtime};
 use crate::exit::{Failure, Limit};
 use crate::findings::Findings;
-use crate::host::{Host, Linux};
 use crate::mode::Backend;
 use crate::plan::Plan;
 use crate::sandbox::run::{Options, Orphans, pipe, run_phase};
 use crate::systemd::Manager;
 use crate::systemd::client::Client;
-use crate::systemd::properties::{self, ProcessSetting};
+use crate::systemd::properties;
 
 /// Unshare mode: this process isolates itself and runs the phase.
 pub fn run(plan: &Plan) -> Result<Outcome, Failure> {
     arm(plan)?;
     if !plan.wanted.pid && !plan.context.quiet {
-        eprintln!(
+        crate::notice!(
             "phasebox: warning: without a PID namespace or systemd, processes the command leaves \
              behind are not tracked and keep running"
         );
@@ -74,7 +73,7 @@ fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, S
     };
     let go_write_fd = go_write.as_raw_fd();
     // Forked before any thread exists: the child may create a user namespace.
-    let isolator = crate::supervise::spawn_forwarding(move || {
+    let isolator = crate::supervise::spawn_forwarding(crate::supervise::Supervisor::Isolator, move || {
         // Only the launcher may hold the "go" pipe's write end, or EOF never comes.
         let _ = nix::unistd::close(go_write_fd);
         let findings = if started(go_read) {
@@ -150,37 +149,10 @@ fn started(mut go: File) -> bool {
     go.read_exact(&mut [0u8]).is_ok()
 }
 
-/// Apply what systemd would have to a service's process, isolate, run the command.
+/// Isolate, run the command.
 fn isolate<Started>(plan: &Plan, orphans: Orphans, before_start: impl FnOnce() -> Started) -> Findings {
-    for setting in &plan.process_settings {
-        if let Err(error) = apply(*setting) {
-            return Findings { setup_error: Some(format!("{error:#}")), ..Findings::default() };
-        }
-    }
     let options = Options { unshare: plan.wanted, loopback_addresses: false, restore: false, orphans };
     run_phase(&plan.context, &options, before_start)
-}
-
-/// A -p setting systemd applies to a service's process, applied here to our own.
-fn apply(setting: ProcessSetting) -> anyhow::Result<()> {
-    match setting {
-        ProcessSetting::Rlimit(limit) => {
-            Linux.set_rlimit(limit).context("applying a -p Limit... property")?;
-        }
-        ProcessSetting::Nice(nice) => {
-            // SAFETY: setpriority on our own process.
-            if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
-                return Err(std::io::Error::last_os_error()).context("applying -p Nice=");
-            }
-        }
-        ProcessSetting::NoNewPrivileges => {
-            // SAFETY: a prctl with plain integer arguments.
-            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                return Err(std::io::Error::last_os_error()).context("applying -p NoNewPrivileges=yes");
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A transient scope holding the phase's process, started before the phase is.

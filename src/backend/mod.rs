@@ -149,9 +149,9 @@ pub async fn connect(manager: Manager) -> Result<Client, Silent> {
 
 /// -v: the unit about to be started and every property sent, with its signature.
 fn announce_unit(heading: &str, properties: &[Property]) {
-    eprintln!("phasebox: {heading}");
+    crate::notice!("phasebox: {heading}");
     for property in properties {
-        eprintln!("phasebox:   {property} ({})", property.signature());
+        crate::notice!("phasebox:   {property} ({})", property.signature());
     }
 }
 

@@ -18,8 +18,11 @@ use crate::systemd::{Manager, error_reply};
 use crate::watchdog::Launcher;
 
 /// Default grace period between SIGTERM and SIGKILL for what a phase leaves behind:
-/// short, so an orphan that ignores SIGTERM can't hold the caller for systemd's 90 s.
-pub const DEFAULT_TIMEOUT_STOP_USEC: u64 = 5_000_000;
+/// short, so an orphan that ignores SIGTERM can't hold the caller for systemd's 90 s,
+/// but longer than the inner mode's own grace (`supervise::STOP_GRACE_SECONDS`, one
+/// more with a PID 1), so that on a stop or a time limit the inner mode kills the
+/// command itself and reports how it ended before systemd kills the unit.
+pub const DEFAULT_TIMEOUT_STOP_USEC: u64 = (crate::supervise::STOP_GRACE_SECONDS as u64 + 3) * 1_000_000;
 
 /// PrivateIPC= exists since systemd 248.
 pub const PRIVATE_IPC_SINCE: u32 = 248;
@@ -44,8 +47,10 @@ impl Split {
         let mut loopback_addresses = wanted.network;
         if manager == Manager::User {
             // Unprivileged inside the user manager's namespace, the inner mode can only
-            // set up lo in a network namespace of its own (in a nested user namespace).
+            // set up lo in a network namespace of its own (in a nested user namespace),
+            // and mount the phase's /dev/mqueue only for an IPC namespace of its own.
             inner.network = wanted.network;
+            inner.ipc = wanted.ipc;
             loopback_addresses = false;
         }
         Split { systemd, inner, loopback_addresses }
@@ -72,6 +77,7 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     let mut split = Split::new(plan.wanted, manager, version);
     let exec_path = inner_executable()?;
     let stdio = Stdio::of_caller()?;
+    let started = std::time::Instant::now();
     // Listen before starting: a phase may end before StartTransientUnit returns.
     let changes = client.watch(&unit).await?;
     let mut stop_requests = StopRequests::new()?;
@@ -109,7 +115,13 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
         return conclude(findings, None, &hint);
     };
     let outcome = conclude(findings, Termination::from_cld(status.code, status.status), &hint)?;
-    Ok(Outcome { limit: Limit::from_result(&status.result), ..outcome })
+    // "timeout" is also the Result of a stop that outlasted TimeoutStopSec=: it is
+    // the phase's time limit only if the phase had one and ran that long.
+    let limit = match Limit::from_result(&status.result) {
+        Some(Limit::Time) if plan.runtime_max.is_none_or(|max| started.elapsed() < max) => None,
+        limit => limit,
+    };
+    Ok(Outcome { limit, ..outcome })
 }
 
 /// SIGINT, SIGTERM and SIGHUP sent to phasebox: each stops the phase. (systemd starts
@@ -162,7 +174,7 @@ pub async fn start_negotiating(
             Err(error) => match refused_isolation(&error) {
                 Some(kind) if split.systemd.contains(kind) => {
                     if verbose {
-                        eprintln!(
+                        crate::notice!(
                             "phasebox: this systemd refused {} ({error}); phasebox creates it itself",
                             kind.describe()
                         );

@@ -116,6 +116,6 @@ pub fn main(args: &DoctorArgs) -> Result<u8> {
     } else {
         render::text(&facts, &assessment, &config.describe())
     };
-    print!("{text}");
+    crate::output!("{text}");
     Ok(assessment.exit_status())
 }

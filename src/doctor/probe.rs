@@ -54,7 +54,7 @@ fn reach(manager: Manager, runtime: &tokio::runtime::Runtime) -> Reach {
 /// namespace when unprivileged), and an unprivileged user namespace, each in a child
 /// that exits afterwards.
 fn namespaces(uid: u32, unprivileged: u32) -> Result<Namespaces> {
-    let report = in_child(|| match crate::sandbox::enter(Set::all(), &mut Linux) {
+    let report = in_child(|| match crate::sandbox::enter(Set::all(), false, &mut Linux) {
         Ok(entered) => entered
             .missing
             .iter()

@@ -179,7 +179,7 @@ pub fn inputs(args: &PolicyArgs) -> Result<(Option<Package>, EbuildFlags, Config
 /// `phasebox policy`.
 pub fn print(args: &PolicyArgs) -> Result<()> {
     let (package, flags, config) = inputs(args)?;
-    print!("{}", table(package.as_ref(), &flags, &config));
+    crate::output!("{}", table(package.as_ref(), &flags, &config));
     Ok(())
 }
 

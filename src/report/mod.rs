@@ -58,22 +58,22 @@ impl Pending {
         };
         if !self.quiet {
             for orphan in &outcome.orphans {
-                eprintln!("phasebox: killed orphan {} ({})", orphan.pid, orphan.comm);
+                crate::notice!("phasebox: killed orphan {} ({})", orphan.pid, orphan.comm);
             }
         }
         if let Some(limit) = outcome.limit {
-            eprintln!("phasebox: {}", limit.explain());
+            crate::notice!("phasebox: {}", limit.explain());
         }
         let record = self.record(backend, wanted, outcome, wall, code);
         if !self.quiet {
-            eprintln!("phasebox: {}", summary(&record));
+            crate::notice!("phasebox: {}", summary(&record));
         }
         if let Some(mut file) = self.file {
             let mut line = serde_json::to_string(&record).expect("a record always serializes");
             line.push('\n');
             // One write of the whole line: concurrent phases may append to one file.
             if let Err(error) = file.write_all(line.as_bytes()) {
-                eprintln!(
+                crate::notice!(
                     "phasebox: warning: could not append the phase's record to the --report file: {error}"
                 );
             }
@@ -259,7 +259,7 @@ pub fn open_file(path: &Path) -> Result<File, Failure> {
 }
 
 pub fn fail(failure: &Failure) -> u8 {
-    eprintln!("phasebox: {failure}");
+    crate::notice!("phasebox: {failure}");
     failure.code
 }
 

@@ -11,7 +11,7 @@ use super::{Record, bytes, seconds};
 pub fn print(path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let records = parse(&text).with_context(|| format!("reading {}", path.display()))?;
-    print!("{}", render(records));
+    crate::output!("{}", render(records));
     Ok(())
 }
 

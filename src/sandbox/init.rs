@@ -1,81 +1,19 @@
-//! PID 1 of a new PID namespace: its own /proc, the list of what is left in the
-//! namespace when the command ends, and the end of all of it.
-
-use std::ffi::CStr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+//! PID 1 of a new PID namespace: its own /proc, and the end of all that is left in
+//! the namespace when the command ends. PID 1 holds nothing of the namespace above
+//! (no descriptor of the outer /proc): the process that forked it names what is
+//! left, by the PIDs the caller knows.
 
 use anyhow::{Context, Result};
 use nix::mount::{MsFlags, mount};
 
-use crate::findings::Orphan;
-
-/// A handle on the /proc of the PID namespace above, opened before the fork: it
-/// names processes by the PIDs the caller sees.
-pub struct OuterProc(OwnedFd);
-
-impl OuterProc {
-    pub fn open() -> Result<OuterProc> {
-        // SAFETY: a plain open; the descriptor is owned below.
-        let fd =
-            unsafe { libc::open(c"/proc".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("opening /proc");
-        }
-        // SAFETY: fd is fresh and owned by nobody else.
-        Ok(OuterProc(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn read_link(&self, path: &CStr) -> Option<Vec<u8>> {
-        let mut buf = [0u8; 64];
-        // SAFETY: buf is writable for its length; the fd is a directory.
-        let n = unsafe {
-            libc::readlinkat(self.0.as_raw_fd(), path.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
-        (n > 0).then(|| buf[..n as usize].to_vec())
-    }
-
-    fn read(&self, path: &str) -> Option<String> {
-        let path = std::ffi::CString::new(path).ok()?;
-        // SAFETY: openat on our directory fd; the result is owned below.
-        let fd = unsafe { libc::openat(self.0.as_raw_fd(), path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: fd is fresh.
-        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        std::io::read_to_string(file).ok()
-    }
-
-    /// Every live process of our PID namespace but ourselves, by outer PID.
-    pub fn namespace_members(&self) -> Vec<Orphan> {
-        let Some(own) = self.read_link(c"self/ns/pid") else { return Vec::new() };
-        let Some(me) = self.read_link(c"self").and_then(|b| String::from_utf8(b).ok()) else {
-            return Vec::new();
-        };
-        let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", self.0.as_raw_fd())) else {
-            return Vec::new();
-        };
-        let mut members = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(pid) = name.parse::<u32>() else { continue };
-            if name == me {
-                continue;
-            }
-            let link = std::ffi::CString::new(format!("{pid}/ns/pid")).expect("no NUL in a path of digits");
-            if self.read_link(&link).as_deref() != Some(own.as_slice()) {
-                continue;
-            }
-            let Some(stat) = self.read(&format!("{pid}/stat")) else { continue };
-            // Zombies are already dead: only live processes are orphans to kill.
-            if crate::orphans::is_zombie(&stat) {
-                continue;
-            }
-            let comm =
-                self.read(&format!("{pid}/comm")).map(|c| c.trim_end().to_string()).unwrap_or_default();
-            members.push(Orphan { pid, comm });
-        }
-        members
+/// As PID 1, once the command has ended and others are left: stop every other
+/// process of the namespace (and of namespaces nested in it), so that none forks
+/// while the process that forked PID 1 lists them. A round stops what was forked
+/// while the round before ran.
+pub fn stop_all() {
+    for _ in 0..3 {
+        // SAFETY: kill(-1) from a namespace's PID 1 reaches every other process in it.
+        unsafe { libc::kill(-1, libc::SIGSTOP) };
     }
 }
 
@@ -88,12 +26,85 @@ pub fn kill_and_reap_all() {
     while matches!(nix::sys::wait::waitpid(None, None), Ok(_) | Err(nix::errno::Errno::EINTR)) {}
 }
 
-/// Mount a /proc that shows this PID namespace, in a mount namespace of our own
-/// and without the mount reaching the host: every mount of it is made private.
-pub fn mount_own_proc() -> Result<()> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("creating a mount namespace")?;
+/// In a mount namespace of this process's own, made for the phase: make every
+/// mount private, so that none made in it reaches the host.
+pub fn private_propagation() -> Result<()> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .context("making mounts private")?;
+        .context("making mounts private")
+}
+
+/// Mount a /proc that shows this PID namespace.
+pub fn mount_proc() -> Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>).context("mounting /proc")
+}
+
+/// Mount a fresh mqueue over every mqueue filesystem in sight (/dev/mqueue, and
+/// wherever else the host mounted one) and a fresh tmpfs at /dev/shm: the phase's
+/// POSIX message queues, shared memory and semaphores are then its own, and the
+/// host's can't be opened by path.
+pub fn mount_ipc() -> Result<()> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for target in mount_points_of("mqueue")? {
+        match mount(Some("mqueue"), target.as_str(), Some("mqueue"), flags, None::<&str>) {
+            // EBUSY: this IPC namespace's own mqueue is mounted there already
+            // (systemd's PrivateIPC= mounts it at /dev/mqueue).
+            Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
+            Err(errno) => {
+                return Err(errno).with_context(|| format!("mounting a private mqueue on {target}"));
+            }
+        }
+    }
+    if std::path::Path::new("/dev/shm").is_dir() {
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount(Some("shm"), "/dev/shm", Some("tmpfs"), flags, Some("mode=1777"))
+            .context("mounting a private /dev/shm")?;
+    }
+    Ok(())
+}
+
+/// Where filesystems of this type are mounted, from /proc/self/mountinfo.
+fn mount_points_of(fstype: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mut points = Vec::new();
+    for line in text.lines() {
+        // ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER
+        let Some((before, after)) = line.split_once(" - ") else { continue };
+        if after.split(' ').next() == Some(fstype)
+            && let Some(point) = before.split(' ').nth(4)
+        {
+            // Octal escapes of spaces and such, as the kernel writes them.
+            points.push(unescape(point));
+        }
+    }
+    points.dedup();
+    Ok(points)
+}
+
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 4)) {
+            (b'\\', Some(digits)) if digits.iter().all(|d| (b'0'..=b'7').contains(d)) => {
+                out.push(digits.iter().fold(0u8, |n, d| n * 8 + (d - b'0')));
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mount_points_are_unescaped() {
+        assert_eq!(super::unescape("/dev/mqueue"), "/dev/mqueue");
+        assert_eq!(super::unescape("/run/a\\040b"), "/run/a b");
+    }
 }

@@ -26,8 +26,14 @@ pub struct Entered {
     /// A PID namespace was created: the next child forked is its PID 1.
     pub pid: bool,
     /// PID 1 makes a mount namespace of its own, to mount a /proc that shows its
-    /// PID namespace. Not this process: then its exit need not tear one down.
+    /// PID namespace (and the IPC filesystems). Not this process: then its exit
+    /// need not tear one down.
     pub mount: bool,
+    /// PID 1 mounts the phase's own IPC filesystems in its mount namespace.
+    pub ipc_mounts: bool,
+    /// Without a PID namespace, this process made the mount namespace for the
+    /// phase's own IPC filesystems: `finish` mounts them.
+    pub mount_here: bool,
     /// A network namespace was created: lo still has to be set up (`finish`).
     pub network: bool,
     /// A UTS namespace was created: the hostname still has to be set (`finish`).
@@ -36,11 +42,14 @@ pub struct Entered {
 
 /// Create the namespaces in `wanted` for this process (a PID namespace for its next
 /// child). Without privilege, a user namespace maps the caller's own uid and gid to
-/// themselves, so the files a phase creates belong to the caller. `finish` then sets
-/// them up; it may run while PID 1 prepares itself.
-pub fn enter(wanted: Set, host: &mut impl Host) -> Result<Entered> {
+/// themselves, so the files a phase creates belong to the caller. `ipc_mounts`:
+/// the phase has private IPC and gets its own /dev/mqueue and /dev/shm, in a mount
+/// namespace of PID 1's or, without a PID namespace, of this process. `finish`
+/// then sets them up; it may run while PID 1 prepares itself.
+pub fn enter(wanted: Set, ipc_mounts: bool, host: &mut impl Host) -> Result<Entered> {
     let mut entered = Entered::default();
-    if wanted.is_empty() {
+    let mount_here = ipc_mounts && !wanted.pid;
+    if wanted.is_empty() && !mount_here {
         return Ok(entered);
     }
     if !host.is_root()
@@ -58,23 +67,32 @@ pub fn enter(wanted: Set, host: &mut impl Host) -> Result<Entered> {
                 Kind::Pid => {
                     entered.pid = true;
                     entered.mount = true;
+                    entered.ipc_mounts = ipc_mounts;
                 }
                 Kind::Ipc => {}
             },
             Err(errno) => entered.missing.push(Missing { kind, reason: reason(kind, errno) }),
         }
     }
+    if mount_here {
+        host.unshare(CloneFlags::CLONE_NEWNS)
+            .map_err(|errno| anyhow::anyhow!("creating a mount namespace: {}", errno.desc()))?;
+        entered.mount_here = true;
+    }
     Ok(entered)
 }
 
 /// Set up the namespaces `enter` created: lo with portage's addresses, hostname
-/// `localhost`.
+/// `localhost`, and the IPC filesystems when this process made the mount namespace.
 pub fn finish(entered: &Entered, host: &mut impl Host) -> Result<()> {
     if entered.network {
         host.loopback_up()?;
     }
     if entered.uts {
         host.set_hostname("localhost")?;
+    }
+    if entered.mount_here {
+        host.ipc_mounts()?;
     }
     Ok(())
 }
@@ -131,7 +149,7 @@ mod tests {
     #[test]
     fn root_unshares_each_namespace_and_sets_it_up() {
         let mut host = FakeHost::new(true);
-        let entered = enter(Set::all(), &mut host).unwrap();
+        let entered = enter(Set::all(), true, &mut host).unwrap();
         assert!(entered.missing.is_empty() && entered.pid && entered.mount);
         finish(&entered, &mut host).unwrap();
         assert_eq!(
@@ -151,7 +169,7 @@ mod tests {
     fn unprivileged_callers_map_their_own_ids_first() {
         let mut host = FakeHost::new(false);
         host.ids = (1000, 100);
-        enter(Set { ipc: true, ..Set::default() }, &mut host).unwrap();
+        enter(Set { ipc: true, ..Set::default() }, false, &mut host).unwrap();
         assert_eq!(
             host.calls,
             [
@@ -168,7 +186,7 @@ mod tests {
     fn one_missing_namespace_keeps_the_others() {
         let mut host = FakeHost::new(true);
         host.refused = vec![(CloneFlags::CLONE_NEWNET, Errno::EINVAL)];
-        let entered = enter(Set::all(), &mut host).unwrap();
+        let entered = enter(Set::all(), true, &mut host).unwrap();
         finish(&entered, &mut host).unwrap();
         assert_eq!(entered.missing.len(), 1);
         assert_eq!(entered.missing[0].kind, Kind::Network);
@@ -181,7 +199,7 @@ mod tests {
     fn without_user_namespaces_an_unprivileged_caller_gets_nothing_and_is_told_why() {
         let mut host = FakeHost::new(false);
         host.refused = vec![(CloneFlags::CLONE_NEWUSER, Errno::EPERM)];
-        let entered = enter(Set::all(), &mut host).unwrap();
+        let entered = enter(Set::all(), true, &mut host).unwrap();
         assert_eq!(entered.missing.len(), 4);
         assert!(entered.missing[0].reason.contains("user namespace"));
     }

@@ -3,8 +3,7 @@
 //! the process is not already the caller's fork, verify, supervise, and say what was
 //! found. Shared by the inner mode (inside a service) and the scope/unshare backends.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result};
 
@@ -12,8 +11,9 @@ use crate::context::{Caller, CallerContext, Rlimit};
 use crate::exec::Exec;
 use crate::findings::Findings;
 use crate::host::{Host, Linux};
+use crate::message::{Channel, Message};
 use crate::namespaces::{Kind, Set};
-use crate::sandbox::init::{OuterProc, kill_and_reap_all, mount_own_proc};
+use crate::sandbox::init::{kill_and_reap_all, mount_ipc, mount_proc, private_propagation, stop_all};
 use crate::sandbox::{Entered, Missing, enter, finish};
 use crate::supervise;
 
@@ -59,7 +59,11 @@ pub fn run_phase<Started>(
         findings.setup_error = Some(format!("adding portage's loopback addresses: {error:#}"));
         return findings;
     }
-    let mut entered = match enter(options.unshare, &mut host) {
+    // The phase's own /dev/mqueue and /dev/shm come with private IPC, whoever made
+    // the IPC namespace (systemd's PrivateIPC= shares /dev/shm).
+    let ipc_mounts = context.expected.iter().any(|x| x.kind == Kind::Ipc)
+        && !missing_kinds(&findings).contains(&Kind::Ipc);
+    let mut entered = match enter(options.unshare, ipc_mounts, &mut host) {
         Ok(entered) => entered,
         Err(error) => {
             findings.setup_error = Some(format!("{error:#}"));
@@ -75,7 +79,7 @@ pub fn run_phase<Started>(
     }
     // Made before PID 1 is forked, and freed only once it is done: PID 1 only reads
     // it, and no page of it is copied on write.
-    let exec = Exec::prepare(context);
+    let exec = Exec::prepare(context, true);
     if !entered.pid {
         if let Err(error) = finish(&entered, &mut host) {
             findings.setup_error = Some(format!("{error:#}"));
@@ -94,7 +98,9 @@ pub fn run_phase<Started>(
 
 /// Fork PID 1 of the new namespace, which runs the command and reports back. This
 /// process sets up lo and the hostname meanwhile; the command, forked and ready,
-/// waits for that only at its execve, and `before_start` runs meanwhile too.
+/// waits for that only at its execve, and `before_start` runs meanwhile too. When
+/// the command has ended and others are left, this process names them (PID 1
+/// can't see the PIDs the caller knows, and holds nothing of the namespace above).
 fn run_as_pid1<Started>(
     context: &CallerContext,
     exec: &Exec,
@@ -102,19 +108,16 @@ fn run_as_pid1<Started>(
     entered: &Entered,
     before_start: impl FnOnce() -> Started,
 ) -> Result<Findings> {
-    let outer = OuterProc::open()?;
-    let (mut read, write) = pipe()?;
-    let (ready_read, ready_write) = pipe()?;
-    let ready_write_fd = ready_write.as_raw_fd();
-    let own_proc = entered.mount;
-    // The closure owns the write end: PID 1 writes to it, and this process closes
-    // it when the closure is dropped, so the read below ends when PID 1 is gone.
-    let pid1 = supervise::spawn_forwarding(move || {
-        let _ = nix::unistd::close(ready_write_fd);
+    let (channel, pid1_end) = Channel::pair().context("creating PID 1's channel")?;
+    let channel_fd = channel.raw();
+    let mounts = entered.mount.then_some(entered.ipc_mounts);
+    // The closure owns PID 1's end: this process closes it when the closure is
+    // dropped, so its reads end when PID 1 is gone.
+    let pid1 = supervise::spawn_forwarding(supervise::Supervisor::Pid1, move || {
+        let _ = nix::unistd::close(channel_fd);
         // The PID namespace's own check; and only PID 1 may kill(-1) in as_pid1.
         let nested = if nix::unistd::getpid().as_raw() == 1 {
-            let gate = crate::exec::Gate(ready_read);
-            as_pid1(context, exec, options, own_proc, gate, &outer)
+            as_pid1(context, exec, options, mounts, &pid1_end)
         } else {
             Findings {
                 setup_error: Some("unshare(pid) succeeded but its first child is not PID 1".into()),
@@ -123,22 +126,29 @@ fn run_as_pid1<Started>(
         };
         // Reported and closed, the launcher may go on while PID 1's exit tears
         // down its memory and mount namespace.
-        let _ = std::fs::File::from(write).write_all(nested.encode().as_bytes());
+        let _ = pid1_end.send(&Message::Report(nested));
         // SAFETY: end PID 1 without the parent's destructors; should anything have
         // escaped the reaping, the kernel kills it as PID 1 exits.
         unsafe { libc::_exit(0) }
     })?;
     let _started = before_start();
-    // Closing the ready pipe unwritten tells the command not to start.
+    // The channel closing without Start tells the command not to run.
     let setup = finish(entered, &mut Linux);
-    let mut ready = std::fs::File::from(ready_write);
     if setup.is_ok() {
-        let _ = ready.write_all(&[1]);
+        let _ = channel.send(&Message::Start);
     }
-    drop(ready);
-    let mut text = String::new();
-    let _ = read.read_to_string(&mut text);
-    let nested = Findings::decode(&text);
+    let mut orphans = Vec::new();
+    let nested = loop {
+        match channel.recv() {
+            Ok(Some(Message::Orphans)) => {
+                orphans = crate::orphans::descendants(pid1.as_raw() as u32);
+                let _ = channel.send(&Message::Listed);
+            }
+            Ok(Some(Message::Report(nested))) => break nested,
+            // PID 1 ended without a report (it was killed).
+            _ => break Findings::default(),
+        }
+    };
     // A PID 1 that saw the command end has killed and reaped what was left before
     // reporting. One that did not (killed, or never started the command) may leave
     // the rest to the kernel, which kills it as PID 1 exits: wait for that.
@@ -146,33 +156,55 @@ fn run_as_pid1<Started>(
         supervise::wait_for(pid1, false);
     }
     setup?;
-    Ok(nested)
+    Ok(Findings { orphans, ..nested })
 }
 
-/// As the namespace's PID 1: run the command and, once it has ended, kill and reap
-/// what it left.
+/// As the namespace's PID 1: make its mount namespace (`mounts`: Some, with the
+/// IPC filesystems too or not), run the command and, once it has ended, have what
+/// it left named by the process that forked PID 1, then kill and reap it all.
 fn as_pid1(
     context: &CallerContext,
     exec: &Exec,
     options: &Options,
-    own_proc: bool,
-    gate: crate::exec::Gate,
-    outer: &OuterProc,
+    mounts: Option<bool>,
+    channel: &Channel,
 ) -> Findings {
-    // Without our own /proc the namespace still holds; tools just see the host's.
-    if own_proc {
-        let _ = mount_own_proc();
-    }
     let mut nested = Findings::default();
+    if let Some(ipc) = mounts
+        && let Err(error) = pid1_mounts(ipc)
+    {
+        nested.setup_error = Some(format!("{error:#}"));
+        return nested;
+    }
     // All but the command's execve is done while lo is being set up.
+    let gate = crate::exec::Gate(channel.raw());
     run_in_place(context, exec, options, Orphans::Untracked, Some(gate), &mut nested);
-    // Only when anything but PID 1 is left, look the survivors up by the PIDs the
-    // caller knows them by.
     if nested.termination.is_some() && !alone_in_namespace() {
-        nested.orphans = outer.namespace_members();
+        stop_all();
+        // Listed, or the other side is gone: either way, on to the end.
+        if channel.send(&Message::Orphans).is_ok() {
+            let _ = channel.recv();
+        }
         kill_and_reap_all();
     }
     nested
+}
+
+/// PID 1's own mount namespace: its /proc, and with private IPC the IPC
+/// filesystems. Without its own /proc the PID namespace still holds (tools just
+/// see the host's), so only the IPC filesystems are a must.
+fn pid1_mounts(ipc: bool) -> Result<()> {
+    let made = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("creating a mount namespace");
+    if made.is_err() && !ipc {
+        return Ok(());
+    }
+    made?;
+    private_propagation()?;
+    let _ = mount_proc();
+    if ipc {
+        mount_ipc()?;
+    }
+    Ok(())
 }
 
 /// Whether this PID 1 is the only process left in its namespace (a zombie counts).
@@ -224,7 +256,13 @@ fn run_in_place(
         findings.setup_error = Some(format!("{error:#}"));
         return;
     }
-    findings.termination = Some(supervise::run_command(exec, orphans == Orphans::Untracked, gate));
+    match supervise::run_command(exec, orphans == Orphans::Untracked, gate) {
+        Ok(termination) => findings.termination = Some(termination),
+        Err(error) => {
+            findings.setup_error = Some(error);
+            return;
+        }
+    }
     findings.usage = Some(crate::usage::Usage::of_waited_children());
     if orphans == Orphans::Cgroup {
         findings.orphans = crate::orphans::list_except_self().unwrap_or_default();
@@ -238,7 +276,7 @@ fn accept_missing(context: &CallerContext, findings: &mut Findings, missing: Vec
     }
     if context.best_effort && !context.quiet {
         for m in &missing {
-            eprintln!(
+            crate::notice!(
                 "phasebox: warning: running without {} ({}); --best-effort allowed it",
                 m.kind.describe(),
                 m.reason

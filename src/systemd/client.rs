@@ -97,7 +97,7 @@ impl Client {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(anyhow::Error::new(Disconnected).context(format!("waiting for {unit} to go"))),
             Err(_) => {
-                eprintln!(
+                crate::notice!(
                     "phasebox: warning: systemd still has {unit} {} s after the phase ended",
                     GONE_WITHIN.as_secs()
                 );

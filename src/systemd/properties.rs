@@ -7,7 +7,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use anyhow::{Context, Result, anyhow, bail};
 use zbus::{Fd, Variant as Value};
 
-use crate::context::Rlimit;
+use crate::context::{ProcessSetting, Rlimit};
 use crate::value_syntax as syntax;
 
 /// A typed property value; its D-Bus signature follows from the variant.
@@ -255,13 +255,6 @@ pub enum Applies {
     /// An execution setting turned off (`NoNewPrivileges=no`, `PrivateTmp=no`): it
     /// asks for nothing, so every mode honours it; a service still gets it as given.
     Nothing,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcessSetting {
-    Rlimit(Rlimit),
-    Nice(i32),
-    NoNewPrivileges,
 }
 
 /// Parse one `-p NAME=VALUE`; errors name the property and say what was expected.

@@ -39,7 +39,9 @@ pub async fn follow(
         }
         let bus = client.kind.bus();
         if !quiet {
-            eprintln!("phasebox: lost the connection to the {bus} bus while the phase ran; reconnecting");
+            crate::notice!(
+                "phasebox: lost the connection to the {bus} bus while the phase ran; reconnecting"
+            );
         }
         tokio::select! {
             reconnected = client.reconnect() => reconnected.with_context(|| format!(

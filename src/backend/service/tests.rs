@@ -112,8 +112,11 @@ async fn other_refusals_are_reported_not_retried() {
 }
 
 #[test]
-fn a_user_manager_leaves_lo_to_the_inner_mode() {
+fn a_user_manager_leaves_lo_and_the_ipc_mounts_to_the_inner_mode() {
     let split = Split::new(Set::all(), Manager::User, Some(252));
     assert!(split.inner.network && split.inner.uts && !split.loopback_addresses);
+    // The mqueue of systemd's IPC namespace can't be mounted from the nested user
+    // namespace: the inner mode's own IPC namespace it can.
+    assert!(split.inner.ipc);
     assert!(split.systemd.network && split.systemd.ipc);
 }

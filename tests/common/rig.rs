@@ -49,6 +49,42 @@ pub fn rig_home() -> String {
     std::env::var("PHASEBOX_RIG_HOME").unwrap_or_else(|_| format!("/home/{}", rig_user().0))
 }
 
+/// Who runs phasebox: root, or the rig's unprivileged user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Root,
+    User,
+}
+
+/// Every (mode, caller) this place can run.
+pub fn cases() -> Vec<(&'static str, Who)> {
+    let modes: &[&str] = match place() {
+        Place::Nspawn => &["service", "scope", "unshare"],
+        Place::Bare => &["unshare"],
+    };
+    modes.iter().flat_map(|&m| [(m, Who::Root), (m, Who::User)]).collect()
+}
+
+/// `phasebox run ARGS...` as WHO.
+pub fn phasebox_for<S: AsRef<OsStr>>(who: Who, args: &[S]) -> Command {
+    match who {
+        Who::Root => phasebox(args),
+        Who::User => phasebox_as_user(args),
+    }
+}
+
+/// `phasebox run --mode MODE ARGS...` as WHO, run to its end.
+pub fn run(mode: &str, who: Who, args: &[&str]) -> Output {
+    let mut full = vec!["--mode", mode];
+    full.extend_from_slice(args);
+    output(&mut phasebox_for(who, &full))
+}
+
+/// `phasebox run --mode MODE sh -c SCRIPT` as WHO, run to its end.
+pub fn sh(mode: &str, who: Who, script: &str) -> Output {
+    run(mode, who, &["sh", "-c", script])
+}
+
 /// `phasebox run ARGS...` as root.
 pub fn phasebox<S: AsRef<OsStr>>(args: &[S]) -> Command {
     place();

@@ -17,6 +17,12 @@ use common::rig::{
     units_matching,
 };
 
+/// NAME made this test process's own, so that two runs of the suite at once (a
+/// check that phases don't race each other) never share a unit or a file.
+fn own(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
 fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
 }
@@ -41,7 +47,7 @@ fn missing_and_unexecutable_commands_are_127_and_126() {
     assert_eq!(code(&out), 127);
     assert!(stderr(&out).contains("no-such-command-phasebox: command not found"), "{}", stderr(&out));
 
-    let file = std::env::temp_dir().join("phasebox-not-executable");
+    let file = std::env::temp_dir().join(own("phasebox-not-executable"));
     std::fs::write(&file, "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = output(&mut phasebox(&[&file]));
@@ -129,7 +135,7 @@ fn environment_arrives_byte_exact() {
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
 fn working_directory_umask_and_identity_are_the_callers() {
-    let dir = std::env::temp_dir().join("phasebox cwd test");
+    let dir = std::env::temp_dir().join(own("phasebox cwd test"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = phasebox(&sh("pwd; umask; id -u; id -g"));
     cmd.current_dir(&dir);
@@ -281,20 +287,20 @@ fn an_isolation_a_user_manager_skips_is_made_by_the_inner_mode() {
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
 fn a_thousand_runs_leave_no_unit_behind() {
+    let stem = own("phasebox-loop");
     for i in 0..1000 {
-        let out = output(&mut phasebox(&["-q", "--unit", &format!("phasebox-loop-{i}"), "--", "true"]));
+        let out = output(&mut phasebox(&["-q", "--unit", &format!("{stem}-{i}"), "--", "true"]));
         assert_eq!(code(&out), 0, "run {i}: {}", stderr(&out));
     }
     for i in 0..10 {
-        let out =
-            output(&mut phasebox(&["-q", "--unit", &format!("phasebox-loop-failed-{i}"), "--", "false"]));
+        let out = output(&mut phasebox(&["-q", "--unit", &format!("{stem}-failed-{i}"), "--", "false"]));
         assert_eq!(code(&out), 1, "failing run {i}: {}", stderr(&out));
     }
-    assert_eq!(units_matching("phasebox-loop-*"), "");
+    assert_eq!(units_matching(&format!("{stem}-*")), "");
     let leftovers: Vec<_> = std::fs::read_dir("/run/phasebox")
         .unwrap()
         .map(|e| e.unwrap().file_name())
-        .filter(|n| n.as_bytes().starts_with(b"phasebox-loop-"))
+        .filter(|n| n.as_bytes().starts_with(stem.as_bytes()))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -302,13 +308,14 @@ fn a_thousand_runs_leave_no_unit_behind() {
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
 fn bad_properties_fail_before_anything_starts() {
-    let out = output(&mut phasebox(&["--unit", "phasebox-bad-prop", "-p", "MemoryMax=lots", "--", "true"]));
+    let unit = own("phasebox-bad-prop");
+    let out = output(&mut phasebox(&["--unit", &unit, "-p", "MemoryMax=lots", "--", "true"]));
     assert_eq!(code(&out), 125);
     assert!(stderr(&out).contains("MemoryMax"), "{}", stderr(&out));
-    let out = output(&mut phasebox(&["--unit", "phasebox-bad-prop", "-p", "Frobnicate=1", "--", "true"]));
+    let out = output(&mut phasebox(&["--unit", &unit, "-p", "Frobnicate=1", "--", "true"]));
     assert_eq!(code(&out), 125);
     assert!(stderr(&out).contains("unknown or unsupported property 'Frobnicate'"), "{}", stderr(&out));
-    let state = stdout(&host("systemctl", &["show", "-P", "LoadState", "phasebox-bad-prop.service"]));
+    let state = stdout(&host("systemctl", &["show", "-P", "LoadState", &format!("{unit}.service")]));
     assert_eq!(state.trim(), "not-found");
 }
 
@@ -356,7 +363,7 @@ fn phase_units_are_named_and_described_for_people() {
     for mode in ["service", "scope"] {
         let mut cmd = phasebox(&["--mode", mode, "--phase", "src_compile", "--", "sh", "-c", script]);
         cmd.env("CATEGORY", "app-misc")
-            .env("PF", "odd+name-1.0-r2")
+            .env("PF", format!("odd+name-1.{}-r2", std::process::id()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
@@ -367,21 +374,23 @@ fn phase_units_are_named_and_described_for_people() {
         let description = stdout(&host("systemctl", &["show", "-P", "Description", &unit]));
         drop(child.stdin.take());
         assert!(child.wait().unwrap().success(), "{mode}");
-        let prefix = r"phasebox-app-misc-odd\x2bname-1.0-r2-compile-";
-        assert!(unit.starts_with(prefix) && unit.ends_with(&format!(".{mode}")), "{mode}: {unit}");
-        assert_eq!(description.trim(), "phasebox: app-misc/odd+name-1.0-r2 compile phase", "{mode}");
+        let prefix = format!(r"phasebox-app-misc-odd\x2bname-1.{}-r2-compile-", std::process::id());
+        assert!(unit.starts_with(&prefix) && unit.ends_with(&format!(".{mode}")), "{mode}: {unit}");
+        let expected = format!("phasebox: app-misc/odd+name-1.{}-r2 compile phase", std::process::id());
+        assert_eq!(description.trim(), expected, "{mode}");
     }
-    assert_eq!(units_matching(r"phasebox-app-misc-odd*"), "");
+    assert_eq!(units_matching(&format!(r"phasebox-app-misc-odd*1.{}*", std::process::id())), "");
 }
 
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
 fn an_existing_unit_name_is_refused() {
-    host("systemd-run", &["--quiet", "--unit", "phasebox-taken", "sleep", "300"]);
-    let out = output(&mut phasebox(&["--unit", "phasebox-taken", "--", "true"]));
-    host("systemctl", &["stop", "phasebox-taken.service"]);
+    let unit = own("phasebox-taken");
+    host("systemd-run", &["--quiet", "--unit", &unit, "sleep", "300"]);
+    let out = output(&mut phasebox(&["--unit", &unit, "--", "true"]));
+    host("systemctl", &["stop", &format!("{unit}.service")]);
     assert_eq!(code(&out), 125);
-    assert!(stderr(&out).contains("phasebox-taken.service already exists"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("{unit}.service already exists")), "{}", stderr(&out));
 }
 
 #[test]

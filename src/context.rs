@@ -13,7 +13,7 @@ use crate::namespaces::{Kind, NsId, Set};
 use crate::watchdog::Launcher;
 use crate::wire::{Decoder, Encoder};
 
-const MAGIC: &[u8] = b"phasebox-context-2";
+const MAGIC: &[u8] = b"phasebox-context-3";
 
 /// One resource limit of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,10 @@ pub struct CallerContext {
     pub quiet: bool,
     /// Where the inner mode writes what it found (see `findings::Findings`).
     pub findings_path: PathBuf,
+    /// Where the launcher listens for the inner mode's channel, when systemd makes
+    /// the inner mode PID 1 (PrivatePIDs=) and the launcher names what it leaves;
+    /// empty otherwise.
+    pub channel: PathBuf,
     /// The phasebox process that waits for the phase (set by the service backend):
     /// the inner mode ends the phase if it dies.
     pub launcher: Launcher,
@@ -116,6 +120,7 @@ impl CallerContext {
             .bool(self.best_effort)
             .bool(self.quiet)
             .bytes(self.findings_path.as_os_str().as_bytes())
+            .bytes(self.channel.as_os_str().as_bytes())
             .u32(self.launcher.pid)
             .u64(self.launcher.start_time);
         e.finish()
@@ -162,6 +167,7 @@ impl CallerContext {
             best_effort: d.bool()?,
             quiet: d.bool()?,
             findings_path: PathBuf::from(os(d.bytes()?)),
+            channel: PathBuf::from(os(d.bytes()?)),
             launcher: Launcher { pid: d.u32()?, start_time: d.u64()? },
         };
         d.end()?;
@@ -204,6 +210,7 @@ impl CallerContext {
             best_effort: false,
             quiet: false,
             findings_path: "/run/phasebox/x.findings".into(),
+            channel: "/run/phasebox/x.socket".into(),
             launcher: Launcher { pid: 4242, start_time: 123_456 },
         }
     }

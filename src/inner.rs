@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::context::CallerContext;
 use crate::exit::PHASEBOX_FAILED;
+use crate::message::Channel;
 use crate::sandbox::run::{Options, Orphans, run_phase};
 use crate::supervise::exit_like;
 use crate::watchdog;
@@ -28,11 +29,24 @@ pub fn main(context_path: &Path) -> u8 {
         crate::notice!("phasebox: inner mode: {error:#}; not starting the phase");
         return PHASEBOX_FAILED;
     }
+    // With PrivatePIDs= this process is the namespace's PID 1, and the launcher
+    // names what the command leaves: it listens for us on its socket.
+    let channel = match context.channel.as_os_str().is_empty() {
+        true => None,
+        false => match Channel::connect(&context.channel) {
+            Ok(channel) => Some(channel),
+            Err(error) => {
+                crate::notice!("phasebox: inner mode: connecting to {}: {error}", context.channel.display());
+                return PHASEBOX_FAILED;
+            }
+        },
+    };
     let options = Options {
         unshare: context.unshare,
         loopback_addresses: context.loopback_addresses,
         restore: true,
-        orphans: Orphans::Cgroup,
+        orphans: if channel.is_some() { Orphans::Launcher } else { Orphans::Cgroup },
+        channel,
     };
     let findings = run_phase(&context, &options, || ());
     if let Err(error) = findings_file.write_all(findings.encode().as_bytes()) {

@@ -1,6 +1,7 @@
-//! The messages between a PID namespace's PID 1 and the process that forked it,
-//! over one SOCK_SEQPACKET socket pair: one message per packet, typed, and an end
-//! of file when the other side is gone.
+//! The messages between a PID namespace's PID 1 and the process that names what
+//! it leaves (the process that forked it, or, when systemd made the inner mode
+//! PID 1 with PrivatePIDs=, the launcher), over one SOCK_SEQPACKET socket: one
+//! message per packet, typed, and an end of file when the other side is gone.
 //!
 //!   parent → PID 1   Start     the command may execve (read by the command's own
 //!                              child, through `exec::Gate`)
@@ -11,6 +12,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use crate::findings::Findings;
 
@@ -78,7 +81,8 @@ impl Channel {
         }
     }
 
-    /// The next message; None when the other side has closed its end.
+    /// The next message; None when the other side has closed its end. On a
+    /// non-blocking end, WouldBlock when none is there yet.
     pub fn recv(&self) -> io::Result<Option<Message>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
         let n = loop {
@@ -105,6 +109,101 @@ impl Channel {
     pub fn raw(&self) -> RawFd {
         self.0.as_raw_fd()
     }
+
+    /// A listening socket at PATH, for one connection (the inner mode's).
+    pub fn listen(path: &Path) -> io::Result<OwnedFd> {
+        let fd = socket(libc::SOCK_NONBLOCK)?;
+        let address = address(path)?;
+        // SAFETY: a socket we own and a valid sockaddr_un of its size.
+        if unsafe { libc::bind(fd.as_raw_fd(), (&raw const address).cast(), size_of_val(&address) as u32) }
+            != 0
+            || unsafe { libc::listen(fd.as_raw_fd(), 1) } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+
+    /// Connect to the listening socket at PATH.
+    pub fn connect(path: &Path) -> io::Result<Channel> {
+        let fd = socket(0)?;
+        let address = address(path)?;
+        // SAFETY: a socket we own and a valid sockaddr_un of its size.
+        if unsafe { libc::connect(fd.as_raw_fd(), (&raw const address).cast(), size_of_val(&address) as u32) }
+            != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Channel(fd))
+    }
+
+    /// The connection waiting on a listening socket, non-blocking.
+    pub fn accept(listener: &OwnedFd) -> io::Result<Channel> {
+        // SAFETY: accept4 on our listening socket, without the peer's address.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        Ok(Channel(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// The peer's PID, as this process's PID namespace numbers it.
+    pub fn peer_pid(&self) -> io::Result<u32> {
+        let mut credentials = libc::ucred { pid: 0, uid: 0, gid: 0 };
+        let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: SO_PEERCRED fills a ucred of the given size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&raw mut credentials).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(credentials.pid as u32)
+    }
+}
+
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+fn socket(flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: a plain socket(2) call.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | flags, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn address(path: &Path) -> io::Result<libc::sockaddr_un> {
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= address.sun_path.len() {
+        return Err(io::Error::other(format!("{} is too long for a socket", path.display())));
+    }
+    for (slot, &byte) in address.sun_path.iter_mut().zip(bytes) {
+        *slot = byte as libc::c_char;
+    }
+    Ok(address)
 }
 
 /// Whether `Start` arrived on this end. Only system calls: the command's child,
@@ -139,6 +238,20 @@ mod tests {
         assert_eq!(parent.recv().unwrap(), Some(Message::Report(findings)));
         drop(pid1);
         assert_eq!(parent.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn a_listening_socket_takes_one_connection_and_knows_its_peer() {
+        let path = std::env::temp_dir().join(format!("phasebox-channel-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = Channel::listen(&path).unwrap();
+        let connected = Channel::connect(&path).unwrap();
+        let accepted = Channel::accept(&listener).unwrap();
+        assert_eq!(accepted.peer_pid().unwrap(), std::process::id());
+        connected.send(&Message::Orphans).unwrap();
+        assert_eq!(accepted.recv().unwrap(), Some(Message::Orphans));
+        assert_eq!(accepted.recv().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -261,6 +261,7 @@ impl Plan {
             best_effort: settings.best_effort,
             quiet: settings.quiet,
             findings_path: Default::default(),
+            channel: Default::default(),
             launcher: Default::default(),
         };
         Ok(Plan {

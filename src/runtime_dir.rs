@@ -10,10 +10,12 @@ use anyhow::{Context, Result, bail};
 
 use crate::systemd::Manager;
 
-/// Both files are removed when this is dropped, whatever happened to the phase.
+/// The files are removed when this is dropped, whatever happened to the phase.
 pub struct RunFiles {
     pub context: PathBuf,
     pub findings: PathBuf,
+    /// Where the launcher listens for the inner mode's channel (PrivatePIDs=).
+    pub socket: PathBuf,
 }
 
 /// /run/phasebox for the system manager; $XDG_RUNTIME_DIR/phasebox for the user's.
@@ -35,6 +37,7 @@ impl RunFiles {
         RunFiles {
             context: dir.join(format!("{unit}.context")),
             findings: dir.join(format!("{unit}.findings")),
+            socket: dir.join(format!("{unit}.socket")),
         }
     }
 
@@ -83,5 +86,6 @@ impl Drop for RunFiles {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.context);
         let _ = std::fs::remove_file(&self.findings);
+        let _ = std::fs::remove_file(&self.socket);
     }
 }

@@ -41,6 +41,16 @@ pub fn watcher() -> Option<u32> {
     Some(WATCHER.load(Ordering::Relaxed)).filter(|&pid| pid != 0)
 }
 
+/// Kill the watcher and reap it: the phase is over.
+pub fn end_watcher() {
+    if let Some(pid) = watcher() {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        WATCHER.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Fork the watcher; fails when the launcher is already gone. Call while this
 /// process is single-threaded and before it creates namespaces.
 pub fn guard(launcher: Launcher) -> Result<()> {

@@ -151,7 +151,8 @@ fn started(mut go: File) -> bool {
 
 /// Isolate, run the command.
 fn isolate<Started>(plan: &Plan, orphans: Orphans, before_start: impl FnOnce() -> Started) -> Findings {
-    let options = Options { unshare: plan.wanted, loopback_addresses: false, restore: false, orphans };
+    let options =
+        Options { unshare: plan.wanted, loopback_addresses: false, restore: false, orphans, channel: None };
     run_phase(&plan.context, &options, before_start)
 }
 

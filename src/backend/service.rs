@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use super::{Outcome, conclude};
 use crate::exit::{Failure, Limit, Termination};
 use crate::findings::Findings;
+use crate::message::{Channel, Message};
 use crate::namespaces::{Kind, Set};
 use crate::plan::Plan;
 use crate::runtime_dir::RunFiles;
@@ -27,6 +28,9 @@ pub const DEFAULT_TIMEOUT_STOP_USEC: u64 = (crate::supervise::STOP_GRACE_SECONDS
 /// PrivateIPC= exists since systemd 248.
 pub const PRIVATE_IPC_SINCE: u32 = 248;
 
+/// PrivatePIDs= exists since systemd 257.
+pub const PRIVATE_PIDS_SINCE: u32 = 257;
+
 /// Which isolations systemd provides and which the inner mode creates itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Split {
@@ -39,10 +43,18 @@ pub struct Split {
 impl Split {
     pub fn new(wanted: Set, manager: Manager, version: Option<u32>) -> Split {
         let ipc_by_systemd = version.is_none_or(|v| v >= PRIVATE_IPC_SINCE);
-        let systemd = Set { network: wanted.network, ipc: wanted.ipc && ipc_by_systemd, ..Set::default() };
+        // Only a version read as 257 or later: an unknown one may be older.
+        let pid_by_systemd = version.is_some_and(|v| v >= PRIVATE_PIDS_SINCE);
+        let systemd = Set {
+            network: wanted.network,
+            ipc: wanted.ipc && ipc_by_systemd,
+            pid: wanted.pid && pid_by_systemd,
+            ..Set::default()
+        };
         // systemd has no way to set the hostname to localhost, nor (before 257) a PID
-        // namespace: the inner mode makes those.
-        let mut inner = Set { uts: wanted.uts, pid: wanted.pid, ..Set::default() }
+        // namespace: the inner mode makes those. With PrivatePIDs= the inner mode is
+        // the namespace's PID 1, and the launcher names what the command leaves.
+        let mut inner = Set { uts: wanted.uts, pid: wanted.pid && !pid_by_systemd, ..Set::default() }
             .with(Kind::Ipc, wanted.ipc && !ipc_by_systemd);
         let mut loopback_addresses = wanted.network;
         if manager == Manager::User {
@@ -81,10 +93,17 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     // Listen before starting: a phase may end before StartTransientUnit returns.
     let changes = client.watch(&unit).await?;
     let mut stop_requests = StopRequests::new()?;
+    // With PrivatePIDs=, the inner mode is PID 1 and this process names what the
+    // command leaves, when the inner mode asks on this socket.
+    let listener = match split.systemd.pid {
+        true => Some(listen(&files)?),
+        false => None,
+    };
 
     let job = start_negotiating(&client, &unit, &mut split, plan.verbose, |split| {
         context.unshare = split.inner;
         context.loopback_addresses = split.loopback_addresses;
+        context.channel = if split.systemd.pid { files.socket.clone() } else { Default::default() };
         files.write_context(&context.encode())?;
         Ok(unit_properties(&plan, manager, split, &exec_path, &files, stdio.raw()))
     })
@@ -93,8 +112,13 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
 
     // 1. The start job ends: the unit has started, or failed to.
     client.job_result(&unit, &job).await?;
-    // 2. The unit ends; 3. its exact status, then what the inner mode found.
-    let status = follow::follow(&mut client, &unit, changes, &mut stop_requests, plan.context.quiet).await?;
+    // 2. The unit ends (what it left named meanwhile, where this process names
+    // it); 3. its exact status, then what the inner mode found.
+    let named = std::cell::RefCell::new(Vec::new());
+    let status = tokio::select! {
+        status = follow::follow(&mut client, &unit, changes, &mut stop_requests, plan.context.quiet) => status?,
+        () = name_orphans(listener.filter(|_| split.systemd.pid), &named) => unreachable!("naming never ends"),
+    };
     // 4. systemd unloads it: when phasebox returns, its unit is gone.
     client.wait_gone(&unit).await?;
     let journal = match manager {
@@ -114,7 +138,8 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
         // Collected while the bus was away: the inner mode's word is all there is.
         return conclude(findings, None, &hint);
     };
-    let outcome = conclude(findings, Termination::from_cld(status.code, status.status), &hint)?;
+    let mut outcome = conclude(findings, Termination::from_cld(status.code, status.status), &hint)?;
+    outcome.orphans.extend(named.into_inner());
     // "timeout" is also the Result of a stop that outlasted TimeoutStopSec=: it is
     // the phase's time limit only if the phase had one and ran that long.
     let limit = match Limit::from_result(&status.result) {
@@ -122,6 +147,58 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
         limit => limit,
     };
     Ok(Outcome { limit, ..outcome })
+}
+
+/// The socket the inner mode, as the PID 1 systemd made, connects to.
+fn listen(files: &RunFiles) -> Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>, Failure> {
+    let dir = files.socket.parent().expect("run files live in a directory");
+    crate::runtime_dir::create_private(dir)?;
+    let _ = std::fs::remove_file(&files.socket);
+    let listener =
+        Channel::listen(&files.socket).with_context(|| format!("listening on {}", files.socket.display()))?;
+    // SAFETY: the AsyncFd owns the descriptor, which stays open as long as it does.
+    Ok(unsafe { tokio::io::unix::AsyncFd::register(listener) }
+        .map_err(|error| anyhow!("watching the inner mode's socket: {error}"))?)
+}
+
+/// Serve the inner mode's channel: when it says the command has ended and left
+/// others (stopped), name them, as the caller sees them, into `named`, and say so.
+/// They are the inner mode's descendants: it is the PID namespace's PID 1. Never
+/// returns: the phase's end comes from systemd.
+async fn name_orphans(
+    listener: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    named: &std::cell::RefCell<Vec<crate::findings::Orphan>>,
+) {
+    if let Some(listener) = listener
+        && let Ok(channel) = accept(&listener).await
+        && let Ok(peer) = channel.get_ref().peer_pid()
+    {
+        loop {
+            let Ok(mut ready) = channel.readable().await else { break };
+            match ready.try_io(|channel| channel.get_ref().recv()) {
+                Ok(Ok(Some(Message::Orphans))) => {
+                    *named.borrow_mut() = crate::orphans::descendants(peer);
+                    let _ = channel.get_ref().send(&Message::Listed);
+                }
+                Ok(Ok(Some(_))) | Err(_) => {}
+                Ok(Ok(None) | Err(_)) => break,
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+async fn accept(
+    listener: &tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+) -> std::io::Result<tokio::io::unix::AsyncFd<Channel>> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|listener| Channel::accept(listener.get_ref())) {
+            // SAFETY: the AsyncFd owns the channel, whose descriptor stays open as
+            // long as it does.
+            return unsafe { tokio::io::unix::AsyncFd::register(accepted?) }.map_err(|error| error.into());
+        }
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP sent to phasebox: each stops the phase. (systemd starts
@@ -196,7 +273,7 @@ fn refused_isolation(error: &zbus::Error) -> Option<Kind> {
     ) {
         return None;
     }
-    [(Kind::Ipc, "PrivateIPC"), (Kind::Network, "PrivateNetwork")]
+    [(Kind::Ipc, "PrivateIPC"), (Kind::Network, "PrivateNetwork"), (Kind::Pid, "PrivatePIDs")]
         .into_iter()
         .find(|(_, property)| {
             text.contains(&format!("property {property},")) || text.contains(&format!("property {property} "))
@@ -243,6 +320,9 @@ pub fn isolation_properties(split: &Split, manager: Manager) -> Vec<Property> {
     }
     if split.systemd.ipc {
         list.push(properties::private_ipc(true));
+    }
+    if split.systemd.pid {
+        list.push(properties::private_pids(true));
     }
     if manager == Manager::User && !split.systemd.is_empty() {
         // A user manager can only create these namespaces inside a user namespace.

@@ -2,7 +2,7 @@
 //! `--mode auto` (with and without `--keep-fds`) and which isolations it gets, decided
 //! by the functions `run` itself uses; then what is missing and the command that fixes it.
 
-use crate::backend::service::{PRIVATE_IPC_SINCE, Split};
+use crate::backend::service::{PRIVATE_IPC_SINCE, PRIVATE_PIDS_SINCE, Split};
 use crate::cli::ModeArg;
 use crate::mode::{self, Backend, Mode, Reach, Request};
 use crate::namespaces::Kind;
@@ -13,9 +13,6 @@ use crate::policy::{self, Decision, EbuildFlags, PhaseRun};
 use crate::systemd::Manager;
 
 use super::{Cgroup, Facts, SOMETHING_MISSING};
-
-/// PrivatePIDs= exists since systemd 257.
-pub const PRIVATE_PIDS_SINCE: u32 = 257;
 
 /// The namespace properties of a service, and the systemd version that has each
 /// (None: every version phasebox can talk to).

@@ -24,6 +24,9 @@ pub enum Orphans {
     Cgroup,
     /// Nowhere: without systemd or a PID namespace they can't be told apart.
     Untracked,
+    /// Below this process, the PID 1 systemd made (PrivatePIDs=): the launcher,
+    /// outside, names them through `Options::channel`, then this process kills them.
+    Launcher,
 }
 
 pub struct Options {
@@ -34,6 +37,8 @@ pub struct Options {
     /// Restore the caller's identity, limits, directory and umask (inner mode).
     pub restore: bool,
     pub orphans: Orphans,
+    /// The channel to the launcher, with `Orphans::Launcher`.
+    pub channel: Option<Channel>,
 }
 
 /// `before_start` is called once the namespaces exist, before the command may run;
@@ -46,9 +51,17 @@ pub fn run_phase<Started>(
     let mut host = Linux;
     let mut findings = Findings::default();
     // What systemd was asked for is verified before anything is added to it; what
-    // this process creates, before lo and the hostname are set up in it.
+    // this process creates, before lo and the hostname are set up in it. A PID
+    // namespace systemd made has this process as its PID 1.
     let from_systemd = Set::all().without(options.unshare);
-    if !accept_missing(context, &mut findings, unapplied(context, from_systemd, false, &[])) {
+    let mut skipped = unapplied(context, from_systemd, false, &[]);
+    if options.orphans == Orphans::Launcher && nix::unistd::getpid().as_raw() != 1 {
+        skipped.push(Missing {
+            kind: Kind::Pid,
+            reason: format!("systemd accepted {} but did not apply it", property(Kind::Pid)),
+        });
+    }
+    if !accept_missing(context, &mut findings, skipped) {
         return findings;
     }
     let network_missing = missing_kinds(&findings).contains(&Kind::Network);
@@ -256,7 +269,8 @@ fn run_in_place(
         findings.setup_error = Some(format!("{error:#}"));
         return;
     }
-    match supervise::run_command(exec, orphans == Orphans::Untracked, gate) {
+    let reap_all = matches!(orphans, Orphans::Untracked | Orphans::Launcher);
+    match supervise::run_command(exec, reap_all, gate) {
         Ok(termination) => findings.termination = Some(termination),
         Err(error) => {
             findings.setup_error = Some(error);
@@ -264,8 +278,20 @@ fn run_in_place(
         }
     }
     findings.usage = Some(crate::usage::Usage::of_waited_children());
-    if orphans == Orphans::Cgroup {
-        findings.orphans = crate::orphans::list_except_self().unwrap_or_default();
+    match orphans {
+        Orphans::Cgroup => findings.orphans = crate::orphans::list_except_self().unwrap_or_default(),
+        Orphans::Launcher if !alone_in_namespace() => {
+            // The watcher of a killed launcher has nothing left to guard.
+            crate::watchdog::end_watcher();
+            stop_all();
+            if let Some(channel) = &options.channel
+                && channel.send(&Message::Orphans).is_ok()
+            {
+                let _ = channel.recv();
+            }
+            kill_and_reap_all();
+        }
+        Orphans::Launcher | Orphans::Untracked => {}
     }
 }
 
@@ -295,7 +321,7 @@ fn property(kind: Kind) -> &'static str {
         Kind::Network => "PrivateNetwork=",
         Kind::Ipc => "PrivateIPC=",
         Kind::Uts => "a private hostname",
-        Kind::Pid => "a PID namespace",
+        Kind::Pid => "PrivatePIDs=",
     }
 }
 

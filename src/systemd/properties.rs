@@ -116,6 +116,10 @@ pub fn private_ipc(on: bool) -> Property {
 pub fn private_users(on: bool) -> Property {
     prop("PrivateUsers", PropValue::Bool(on))
 }
+/// A PID namespace whose PID 1 is the service's main process (systemd 257).
+pub fn private_pids(on: bool) -> Property {
+    prop("PrivatePIDs", PropValue::Bool(on))
+}
 /// Kill every process of the unit's cgroup, not only the main one.
 pub fn kill_mode_control_group() -> Property {
     prop("KillMode", PropValue::Str("control-group".into()))

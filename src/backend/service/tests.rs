@@ -120,3 +120,27 @@ fn a_user_manager_leaves_lo_and_the_ipc_mounts_to_the_inner_mode() {
     assert!(split.inner.ipc);
     assert!(split.systemd.network && split.systemd.ipc);
 }
+
+#[test]
+fn a_systemd_of_257_or_later_makes_the_pid_namespace_with_the_inner_mode_its_pid_1() {
+    for manager in [Manager::System, Manager::User] {
+        let split = Split::new(Set::all(), manager, Some(257));
+        assert!(split.systemd.pid && !split.inner.pid, "{manager:?}");
+        assert!(isolation_properties(&split, manager).iter().any(|p| p.name == "PrivatePIDs"));
+        // Older, or of an unknown version: the inner mode makes it.
+        for version in [Some(256), None] {
+            let split = Split::new(Set::all(), manager, version);
+            assert!(!split.systemd.pid && split.inner.pid, "{manager:?} {version:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_private_pids_is_made_by_the_inner_mode_instead() {
+    let (client, calls, _server) = old_systemd("257.1-1", &["PrivatePIDs"]).await;
+    let mut split = Split::new(Set::all(), Manager::System, client.version().await.ok());
+    assert!(split.systemd.pid);
+    start(&client, &mut split).await.unwrap();
+    assert_eq!(calls.lock().unwrap().len(), 2);
+    assert!(!split.systemd.pid && split.inner.pid);
+}

@@ -47,6 +47,7 @@ pub fn main(context_path: &Path) -> u8 {
         restore: true,
         orphans: if channel.is_some() { Orphans::Launcher } else { Orphans::Cgroup },
         channel,
+        own_cgroup: true,
     };
     let findings = run_phase(&context, &options, || ());
     if let Err(error) = findings_file.write_all(findings.encode().as_bytes()) {

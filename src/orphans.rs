@@ -29,7 +29,7 @@ fn comm(pid: u32) -> String {
 }
 
 /// Our cgroup v2 directory, on a unified or a hybrid (v1 + /sys/fs/cgroup/unified) host.
-fn own_cgroup_dir() -> Result<PathBuf> {
+pub fn own_cgroup_dir() -> Result<PathBuf> {
     Ok(cgroup_v2_dir(&cgroup_of("self")?))
 }
 

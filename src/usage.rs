@@ -1,17 +1,51 @@
-//! What a phase used, as getrusage(RUSAGE_CHILDREN) tells the process that waited for
-//! the command: the command and every process of the phase that ended before it (as
-//! a namespace's PID 1, phasebox reaps the orphans, so they count too).
+//! What a phase used. Where the phase has a control group of its own on the
+//! unified (v2) hierarchy (service and scope modes), the whole phase's figures come
+//! from it: cpu.stat, memory.peak (the peak of all its processes together) and
+//! io.stat, read by the phasebox process in that cgroup once the command has
+//! ended. Elsewhere (unshare mode, hybrid hosts) they come from
+//! getrusage(RUSAGE_CHILDREN) of the process that waited for the command: the
+//! command and every process of the phase that ended before it (as a namespace's
+//! PID 1, phasebox reaps the orphans, so they count too), with the memory peak of
+//! the largest single process. Each figure says where it came from.
 
-/// CPU time, the largest resident set, and storage IO.
+use std::path::Path;
+
+/// Where a figure came from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// getrusage(RUSAGE_CHILDREN): the processes waited for.
+    #[default]
+    Rusage,
+    /// The phase's own cgroup: every process of the phase.
+    Cgroup,
+}
+
+impl Source {
+    pub fn tag(self) -> &'static str {
+        match self {
+            Source::Rusage => "rusage",
+            Source::Cgroup => "cgroup",
+        }
+    }
+
+    fn from_tag(tag: &str) -> Option<Source> {
+        [Source::Rusage, Source::Cgroup].into_iter().find(|s| s.tag() == tag)
+    }
+}
+
+/// CPU time, the memory peak, and storage IO, each with its source.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub user_micros: u64,
     pub system_micros: u64,
-    /// The peak resident memory of the largest single process.
-    pub max_rss_bytes: u64,
+    pub cpu_source: Source,
+    /// The whole phase's peak (cgroup), or the largest single process's (rusage).
+    pub memory_peak_bytes: u64,
+    pub memory_source: Source,
     /// Bytes read from and written to storage (not page cache hits).
     pub read_bytes: u64,
     pub write_bytes: u64,
+    pub io_source: Source,
 }
 
 /// getrusage counts block IO in 512-byte units.
@@ -26,10 +60,44 @@ impl Usage {
         Usage {
             user_micros: micros(usage.user_time()),
             system_micros: micros(usage.system_time()),
-            max_rss_bytes: usage.max_rss() as u64 * 1024,
+            memory_peak_bytes: usage.max_rss() as u64 * 1024,
             read_bytes: usage.block_reads() as u64 * BLOCK,
             write_bytes: usage.block_writes() as u64 * BLOCK,
+            ..Usage::default()
         }
+    }
+
+    /// These figures, replaced by those of this process's own cgroup (the phase's
+    /// unit) wherever the unified hierarchy has them.
+    pub fn from_own_cgroup(self) -> Usage {
+        match crate::orphans::own_cgroup_dir() {
+            Ok(dir) if dir.join("cgroup.controllers").exists() => self.from_cgroup(&dir),
+            _ => self,
+        }
+    }
+
+    fn from_cgroup(mut self, dir: &Path) -> Usage {
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+        if let Some(stat) = read("cpu.stat") {
+            let field = |name: &str| {
+                stat.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+            };
+            if let (Some(user), Some(system)) = (field("user_usec"), field("system_usec")) {
+                (self.user_micros, self.system_micros, self.cpu_source) = (user, system, Source::Cgroup);
+            }
+        }
+        if let Some(peak) = read("memory.peak").and_then(|text| text.trim().parse().ok()) {
+            (self.memory_peak_bytes, self.memory_source) = (peak, Source::Cgroup);
+        }
+        // io.stat has a line per device, and is there only where the io controller is.
+        if let Some(stat) = read("io.stat") {
+            let total = |key: &str| -> u64 {
+                stat.split_whitespace().filter_map(|w| w.strip_prefix(key)?.parse::<u64>().ok()).sum()
+            };
+            (self.read_bytes, self.write_bytes, self.io_source) =
+                (total("rbytes="), total("wbytes="), Source::Cgroup);
+        }
+        self
     }
 
     pub fn cpu_micros(&self) -> u64 {
@@ -38,17 +106,32 @@ impl Usage {
 
     pub fn encode(&self) -> String {
         format!(
-            "{} {} {} {} {}",
-            self.user_micros, self.system_micros, self.max_rss_bytes, self.read_bytes, self.write_bytes
+            "{} {} {} {} {} {} {} {}",
+            self.user_micros,
+            self.system_micros,
+            self.cpu_source.tag(),
+            self.memory_peak_bytes,
+            self.memory_source.tag(),
+            self.read_bytes,
+            self.write_bytes,
+            self.io_source.tag()
         )
     }
 
     pub fn decode(text: &str) -> Option<Usage> {
-        let numbers: Vec<u64> = text.split(' ').map(str::parse).collect::<Result<_, _>>().ok()?;
-        let [user_micros, system_micros, max_rss_bytes, read_bytes, write_bytes] = numbers[..] else {
-            return None;
-        };
-        Some(Usage { user_micros, system_micros, max_rss_bytes, read_bytes, write_bytes })
+        let fields: Vec<&str> = text.split(' ').collect();
+        let [user, system, cpu, peak, memory, read, write, io] = fields[..] else { return None };
+        let number = |text: &str| text.parse::<u64>().ok();
+        Some(Usage {
+            user_micros: number(user)?,
+            system_micros: number(system)?,
+            cpu_source: Source::from_tag(cpu)?,
+            memory_peak_bytes: number(peak)?,
+            memory_source: Source::from_tag(memory)?,
+            read_bytes: number(read)?,
+            write_bytes: number(write)?,
+            io_source: Source::from_tag(io)?,
+        })
     }
 }
 
@@ -61,13 +144,15 @@ mod tests {
         let usage = Usage {
             user_micros: 1,
             system_micros: 2,
-            max_rss_bytes: 3 << 20,
+            memory_peak_bytes: 3 << 20,
+            memory_source: Source::Cgroup,
             read_bytes: 512,
-            write_bytes: 0,
+            ..Usage::default()
         };
         assert_eq!(Usage::decode(&usage.encode()), Some(usage));
-        assert_eq!(Usage::decode("1 2 3"), None);
-        assert_eq!(Usage::decode("1 2 3 4 x"), None);
+        assert_eq!(Usage::decode("1 2 rusage 3"), None);
+        assert_eq!(Usage::decode("1 2 rusage 3 cgroup 4 x rusage"), None);
+        assert_eq!(Usage::decode("1 2 what 3 cgroup 4 5 rusage"), None);
     }
 
     #[test]
@@ -80,6 +165,28 @@ mod tests {
         assert!(status.success());
         let after = Usage::of_waited_children();
         assert!(after.cpu_micros() > before.cpu_micros(), "{before:?} {after:?}");
-        assert!(after.max_rss_bytes > 0);
+        assert!(after.memory_peak_bytes > 0);
+    }
+
+    #[test]
+    fn a_cgroups_files_give_the_whole_phases_figures() {
+        let dir = std::env::temp_dir().join(format!("phasebox-usage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rusage = Usage { user_micros: 7, memory_peak_bytes: 9, read_bytes: 11, ..Usage::default() };
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 300\nuser_usec 200\nsystem_usec 100\n").unwrap();
+        std::fs::write(dir.join("memory.peak"), "209715200\n").unwrap();
+        let usage = rusage.from_cgroup(&dir);
+        assert_eq!((usage.user_micros, usage.system_micros, usage.cpu_source), (200, 100, Source::Cgroup));
+        assert_eq!((usage.memory_peak_bytes, usage.memory_source), (209715200, Source::Cgroup));
+        // No io.stat (no io controller): the process's own figures stay.
+        assert_eq!((usage.read_bytes, usage.io_source), (11, Source::Rusage));
+        std::fs::write(
+            dir.join("io.stat"),
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2\n8:16 rbytes=1 wbytes=2\n",
+        )
+        .unwrap();
+        let usage = rusage.from_cgroup(&dir);
+        assert_eq!((usage.read_bytes, usage.write_bytes, usage.io_source), (4097, 8194, Source::Cgroup));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

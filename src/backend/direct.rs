@@ -151,8 +151,14 @@ fn started(mut go: File) -> bool {
 
 /// Isolate, run the command.
 fn isolate<Started>(plan: &Plan, orphans: Orphans, before_start: impl FnOnce() -> Started) -> Findings {
-    let options =
-        Options { unshare: plan.wanted, loopback_addresses: false, restore: false, orphans, channel: None };
+    let options = Options {
+        unshare: plan.wanted,
+        loopback_addresses: false,
+        restore: false,
+        orphans,
+        channel: None,
+        own_cgroup: orphans == Orphans::Cgroup,
+    };
     run_phase(&plan.context, &options, before_start)
 }
 
@@ -164,6 +170,7 @@ async fn start_scope(client: &mut Client, plan: &Plan, unit: &str, isolator: Pid
         properties::pids(vec![isolator.as_raw() as u32]),
         properties::collect_inactive_or_failed(),
     ];
+    list.extend(properties::accounting());
     if !plan.user_sets_timeout_stop {
         list.push(properties::timeout_stop_usec(super::service::DEFAULT_TIMEOUT_STOP_USEC));
     }

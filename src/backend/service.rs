@@ -306,6 +306,7 @@ pub fn unit_properties(
         properties::stdout_fd(stdio[1]),
         properties::stderr_fd(stdio[2]),
     ]);
+    list.extend(properties::accounting());
     if !plan.user_sets_timeout_stop {
         list.push(properties::timeout_stop_usec(DEFAULT_TIMEOUT_STOP_USEC));
     }

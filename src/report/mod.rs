@@ -115,9 +115,14 @@ impl Pending {
             wall_seconds: wall.as_secs_f64(),
             cpu_user_seconds: micros(|u| u.user_micros),
             cpu_system_seconds: micros(|u| u.system_micros),
-            memory_peak_bytes: bytes(|u| u.max_rss_bytes),
+            memory_peak_bytes: bytes(|u| u.memory_peak_bytes),
             io_read_bytes: bytes(|u| u.read_bytes),
             io_write_bytes: bytes(|u| u.write_bytes),
+            usage_sources: usage.map(|u| UsageSources {
+                cpu: u.cpu_source.tag().to_string(),
+                memory: u.memory_source.tag().to_string(),
+                io: u.io_source.tag().to_string(),
+            }),
             orphans: outcome
                 .orphans
                 .iter()
@@ -148,7 +153,18 @@ pub struct Record {
     pub memory_peak_bytes: Option<u64>,
     pub io_read_bytes: Option<u64>,
     pub io_write_bytes: Option<u64>,
+    /// Where each figure came from: "cgroup" (the whole phase) or "rusage" (the
+    /// processes waited for). Records of older phasebox versions have none.
+    #[serde(default)]
+    pub usage_sources: Option<UsageSources>,
     pub orphans: Vec<OrphanRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UsageSources {
+    pub cpu: String,
+    pub memory: String,
+    pub io: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -191,7 +207,11 @@ pub fn summary(record: &Record) -> String {
         ));
     }
     if let Some(peak) = record.memory_peak_bytes {
-        parts.push(format!("memory peak {}", bytes(peak)));
+        let whose = match &record.usage_sources {
+            Some(sources) if sources.memory == "rusage" => " (largest process)",
+            _ => "",
+        };
+        parts.push(format!("memory peak {}{whose}", bytes(peak)));
     }
     if let (Some(read), Some(written)) = (record.io_read_bytes, record.io_write_bytes) {
         parts.push(format!("IO read {}, written {}", bytes(read), bytes(written)));
@@ -287,6 +307,11 @@ mod tests {
             memory_peak_bytes: Some(3 << 20),
             io_read_bytes: Some(0),
             io_write_bytes: Some(10 << 20),
+            usage_sources: Some(UsageSources {
+                cpu: "cgroup".into(),
+                memory: "cgroup".into(),
+                io: "rusage".into(),
+            }),
             orphans: vec![OrphanRecord { pid: 7, command: "sleep".into() }],
         }
     }
@@ -301,6 +326,9 @@ mod tests {
         let unknown =
             Record { cpu_user_seconds: None, memory_peak_bytes: None, io_read_bytes: None, ..record() };
         assert_eq!(summary(&unknown), "app-misc/foo-1 test: exited 0 after 1.500s; 1 orphan killed");
+        let sources = UsageSources { cpu: "rusage".into(), memory: "rusage".into(), io: "rusage".into() };
+        let rusage = Record { usage_sources: Some(sources), ..record() };
+        assert!(summary(&rusage).contains("memory peak 3.0M (largest process);"), "{}", summary(&rusage));
         let timed_out = Record { limit: Some("time".into()), signal: Some(15), exited: None, ..record() };
         assert!(summary(&timed_out).starts_with("app-misc/foo-1 test: stopped by its time limit after"));
     }

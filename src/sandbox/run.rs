@@ -39,6 +39,9 @@ pub struct Options {
     pub orphans: Orphans,
     /// The channel to the launcher, with `Orphans::Launcher`.
     pub channel: Option<Channel>,
+    /// This process is in the phase's own cgroup (a service or scope): its
+    /// figures are the whole phase's use.
+    pub own_cgroup: bool,
 }
 
 /// `before_start` is called once the namespaces exist, before the command may run;
@@ -100,13 +103,22 @@ pub fn run_phase<Started>(
         }
         let _started = before_start();
         run_in_place(context, &exec, options, options.orphans, None, &mut findings);
+        with_own_cgroups_usage(options, &mut findings);
         return findings;
     }
     match run_as_pid1(context, &exec, options, &entered, before_start) {
         Ok(nested) => findings.merge(nested),
         Err(error) => findings.setup_error = Some(format!("{error:#}")),
     }
+    with_own_cgroups_usage(options, &mut findings);
     findings
+}
+
+/// The whole phase's figures, where this process is in its own cgroup.
+fn with_own_cgroups_usage(options: &Options, findings: &mut Findings) {
+    if options.own_cgroup {
+        findings.usage = findings.usage.map(crate::usage::Usage::from_own_cgroup);
+    }
 }
 
 /// Fork PID 1 of the new namespace, which runs the command and reports back. This

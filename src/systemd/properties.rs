@@ -132,6 +132,11 @@ pub fn add_ref() -> Property {
 pub fn collect_inactive_or_failed() -> Property {
     prop("CollectMode", PropValue::Str("inactive-or-failed".into()))
 }
+/// The memory and io controllers for the unit, so that its cgroup has the whole
+/// phase's memory.peak and io.stat (systemd enables CPU's basic figures anyway).
+pub fn accounting() -> [Property; 2] {
+    [prop("MemoryAccounting", PropValue::Bool(true)), prop("IOAccounting", PropValue::Bool(true))]
+}
 pub fn timeout_stop_usec(usec: u64) -> Property {
     prop("TimeoutStopUSec", PropValue::U64(usec))
 }

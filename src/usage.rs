@@ -69,14 +69,14 @@ impl Usage {
 
     /// These figures, replaced by those of this process's own cgroup (the phase's
     /// unit) wherever the unified hierarchy has them.
-    pub fn from_own_cgroup(self) -> Usage {
+    pub fn with_own_cgroup(self) -> Usage {
         match crate::orphans::own_cgroup_dir() {
-            Ok(dir) if dir.join("cgroup.controllers").exists() => self.from_cgroup(&dir),
+            Ok(dir) if dir.join("cgroup.controllers").exists() => self.with_cgroup(&dir),
             _ => self,
         }
     }
 
-    fn from_cgroup(mut self, dir: &Path) -> Usage {
+    fn with_cgroup(mut self, dir: &Path) -> Usage {
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
         if let Some(stat) = read("cpu.stat") {
             let field = |name: &str| {
@@ -175,7 +175,7 @@ mod tests {
         let rusage = Usage { user_micros: 7, memory_peak_bytes: 9, read_bytes: 11, ..Usage::default() };
         std::fs::write(dir.join("cpu.stat"), "usage_usec 300\nuser_usec 200\nsystem_usec 100\n").unwrap();
         std::fs::write(dir.join("memory.peak"), "209715200\n").unwrap();
-        let usage = rusage.from_cgroup(&dir);
+        let usage = rusage.with_cgroup(&dir);
         assert_eq!((usage.user_micros, usage.system_micros, usage.cpu_source), (200, 100, Source::Cgroup));
         assert_eq!((usage.memory_peak_bytes, usage.memory_source), (209715200, Source::Cgroup));
         // No io.stat (no io controller): the process's own figures stay.
@@ -185,7 +185,7 @@ mod tests {
             "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2\n8:16 rbytes=1 wbytes=2\n",
         )
         .unwrap();
-        let usage = rusage.from_cgroup(&dir);
+        let usage = rusage.with_cgroup(&dir);
         assert_eq!((usage.read_bytes, usage.write_bytes, usage.io_source), (4097, 8194, Source::Cgroup));
         std::fs::remove_dir_all(&dir).unwrap();
     }

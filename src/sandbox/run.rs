@@ -117,7 +117,7 @@ pub fn run_phase<Started>(
 /// The whole phase's figures, where this process is in its own cgroup.
 fn with_own_cgroups_usage(options: &Options, findings: &mut Findings) {
     if options.own_cgroup {
-        findings.usage = findings.usage.map(crate::usage::Usage::from_own_cgroup);
+        findings.usage = findings.usage.map(crate::usage::Usage::with_own_cgroup);
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::exit::Termination;
 use crate::namespaces::Kind;
-use crate::sandbox::Missing;
+use crate::sandbox::{Cause, Missing};
 use crate::usage::Usage;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,8 @@ impl Findings {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         for missing in &self.missing {
-            let _ = writeln!(out, "missing {} {}", missing.kind.tag(), one_line(&missing.reason));
+            let (cause, errno) = missing.cause.encode();
+            let _ = writeln!(out, "missing {} {cause} {errno}", missing.kind.tag());
         }
         if self.refused {
             out.push_str("refused\n");
@@ -69,9 +70,11 @@ impl Findings {
             let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
             match key {
                 "missing" => {
-                    let (tag, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-                    if let Some(kind) = Kind::from_tag(tag) {
-                        findings.missing.push(Missing { kind, reason: reason.to_string() });
+                    let mut fields = rest.split(' ');
+                    let kind = fields.next().and_then(Kind::from_tag);
+                    let cause = fields.next().zip(fields.next().and_then(|n| n.parse().ok()));
+                    if let (Some(kind), Some(cause)) = (kind, cause.and_then(|(t, n)| Cause::decode(t, n))) {
+                        findings.missing.push(Missing { kind, cause });
                     }
                 }
                 "refused" => findings.refused = true,
@@ -114,8 +117,8 @@ mod tests {
     fn round_trip() {
         let findings = Findings {
             missing: vec![
-                Missing { kind: Kind::Network, reason: "no CONFIG_NET_NS".into() },
-                Missing { kind: Kind::Pid, reason: String::new() },
+                Missing { kind: Kind::Network, cause: Cause::KernelConfig },
+                Missing { kind: Kind::Pid, cause: Cause::NoUserNamespace(1) },
             ],
             refused: true,
             setup_error: Some("cannot chdir\nto /x".into()),

@@ -16,7 +16,7 @@ use crate::context::{Caller, CallerContext, Expected, Setting, apply_setenv};
 use crate::exit::Failure;
 use crate::mode::{self, Asked, Backend, Lost, Mode, Reach, Request, Why};
 use crate::namespaces::{Kind, NsId, Set};
-use crate::policy::PhaseRun;
+use crate::policy::{Field, PhaseRun};
 use crate::systemd::properties::{Applies, PropValue, Property, UserProperty, parse_given_as};
 use crate::systemd::{Manager, unit_name};
 
@@ -292,7 +292,7 @@ impl Plan {
                 let d = &run.decision;
                 let package = run.package.as_ref().map_or(String::new(), |p| format!(" of {p}"));
                 let changed =
-                    if d.notes.is_empty() { String::new() } else { format!(" ({})", d.notes.join("; ")) };
+                    if d.notes.is_empty() { String::new() } else { format!(" ({})", d.notes_text()) };
                 crate::notice!(
                     "phasebox: policy for the {} phase{package}: network {}, ipc {}, pid {}{changed}",
                     run.phase,
@@ -311,7 +311,7 @@ impl Plan {
 }
 
 pub fn unconfined_reason(run: &PhaseRun) -> String {
-    match run.decision.notes.iter().find(|n| n.starts_with("confine:")) {
+    match run.decision.notes.iter().find(|n| n.field == Field::Confine) {
         Some(note) => format!("the {} phase is not confined ({note})", run.phase),
         None => format!(
             "the {} phase is not confined: like portage, phasebox leaves it in the host's namespaces, \

@@ -48,6 +48,7 @@ mod tests {
             manager: Some(Manager::System),
             backend: "service",
             description: "phasebox: app-misc/foo-1 test phase".into(),
+            package: None,
             main_pid: Some(42),
             tasks: Some(3),
             memory_bytes: Some(2 << 20),

@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::mode::Reach;
+use crate::policy::package::Package;
 use crate::runtime_dir;
 use crate::systemd::Manager;
 use crate::systemd::client::Client;
@@ -30,6 +31,8 @@ pub struct Running {
     pub backend: &'static str,
     /// The unit's Description: `phasebox: CAT/PF PHASE phase`, or the command line.
     pub description: String,
+    /// An unshare phase's package, as its launcher registered it.
+    pub package: Option<Package>,
     pub main_pid: Option<u32>,
     pub tasks: Option<u64>,
     pub memory_bytes: Option<u64>,
@@ -38,11 +41,19 @@ pub struct Running {
 }
 
 impl Running {
-    /// The package of a `--phase` phase, from its Description.
-    pub fn package(&self) -> Option<&str> {
-        let rest = self.description.strip_prefix("phasebox: ")?;
-        let (package, _) = rest.split_once(' ')?;
-        package.contains('/').then_some(package)
+    /// Whether this is a phase of package CATEGORY/NAME (NAME a PF, or a PN for every
+    /// version): a unit's name says, and an unshare phase's file.
+    pub fn is_of(&self, category: &str, name: &str) -> bool {
+        match (&self.manager, &self.package) {
+            (Some(_), _) => {
+                let stem = self.id.strip_suffix(".service").or_else(|| self.id.strip_suffix(".scope"));
+                stem.is_some_and(|stem| crate::systemd::unit_name::is_phase_of(stem, category, name))
+            }
+            (None, Some(package)) => {
+                package.category == category && (package.pf == name || package.pn() == name)
+            }
+            (None, None) => false,
+        }
     }
 }
 
@@ -104,6 +115,7 @@ async fn ask(manager: Manager) -> Result<Vec<Running>> {
             manager: Some(manager),
             backend,
             description,
+            package: None,
             main_pid,
             tasks,
             memory_bytes,
@@ -125,6 +137,9 @@ fn first_process(cgroup: &str) -> Option<u32> {
 struct PhaseFile {
     pid: u32,
     description: String,
+    /// CATEGORY/PF of a `--phase` phase.
+    #[serde(default)]
+    package: Option<String>,
     since_micros: u64,
 }
 
@@ -147,9 +162,9 @@ impl Drop for Registered {
 /// Make this unshare-mode launcher's phase visible to `phasebox ps` and `stop`. A
 /// phase that can't be registered still runs (the listing is only a convenience),
 /// with a warning unless `quiet`.
-pub fn register(description: &str, quiet: bool) -> Option<Registered> {
+pub fn register(description: &str, package: Option<&Package>, quiet: bool) -> Option<Registered> {
     let dir = registry();
-    match try_register(&dir, description) {
+    match try_register(&dir, description, package) {
         Ok(registered) => Some(registered),
         Err(error) => {
             if !quiet {
@@ -160,13 +175,14 @@ pub fn register(description: &str, quiet: bool) -> Option<Registered> {
     }
 }
 
-fn try_register(dir: &Path, description: &str) -> Result<Registered> {
+fn try_register(dir: &Path, description: &str, package: Option<&Package>) -> Result<Registered> {
     runtime_dir::create_private(dir)?;
     let since_micros =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros()
             as u64;
     let pid = std::process::id();
-    let phase = PhaseFile { pid, description: description.to_string(), since_micros };
+    let package = package.map(ToString::to_string);
+    let phase = PhaseFile { pid, description: description.to_string(), package, since_micros };
     let path = dir.join(format!("unshare-{pid}-{since_micros}.phase"));
     // Written and locked while it has no name, then given one: `ps` never finds it
     // unlocked, and nothing half-made is left behind.
@@ -264,6 +280,7 @@ fn unshare_phases() -> Result<Vec<Running>> {
             manager: None,
             backend: "unshare",
             description: phase.description,
+            package: phase.package.and_then(|p| Package::parse(&p).ok()),
             main_pid: Some(phase.pid),
             tasks: None,
             memory_bytes: None,
@@ -325,12 +342,13 @@ pub fn stop_unshare(pid: u32, within: Duration) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn phase(description: &str) -> Running {
+    fn phase(id: &str, manager: Option<Manager>, package: Option<&str>) -> Running {
         Running {
-            id: "x".into(),
-            manager: None,
+            id: id.into(),
+            manager,
             backend: "unshare",
-            description: description.into(),
+            description: "phasebox: whatever the description says".into(),
+            package: package.map(|p| Package::parse(p).unwrap()),
             main_pid: None,
             tasks: None,
             memory_bytes: None,
@@ -339,9 +357,14 @@ mod tests {
     }
 
     #[test]
-    fn packages_come_from_phase_descriptions() {
-        assert_eq!(phase("phasebox: app-misc/foo-1 test phase").package(), Some("app-misc/foo-1"));
-        assert_eq!(phase("phasebox: test phase").package(), None);
-        assert_eq!(phase("make check").package(), None);
+    fn packages_come_from_unit_names_and_registered_phases_not_descriptions() {
+        let unit =
+            format!("{}.service", crate::systemd::unit_name::phase_stem(Some(("app-misc", "foo-1")), "test"));
+        let running = phase(&unit, Some(Manager::System), None);
+        assert!(running.is_of("app-misc", "foo-1") && running.is_of("app-misc", "foo"));
+        assert!(!running.is_of("app-misc", "foo-2"));
+        let unshare = phase("unshare-42", None, Some("app-misc/foo-1"));
+        assert!(unshare.is_of("app-misc", "foo") && !unshare.is_of("app-misc", "bar"));
+        assert!(!phase("unshare-43", None, None).is_of("app-misc", "foo"));
     }
 }

@@ -35,11 +35,8 @@ fn names(phase: &Running, target: &str) -> bool {
     if phase.id == target || stem == Some(target) {
         return true;
     }
-    let Some(package) = phase.package().and_then(|p| crate::policy::package::Package::parse(p).ok()) else {
-        return false;
-    };
-    target == format!("{}/{}", package.category, package.pf)
-        || target == format!("{}/{}", package.category, package.pn())
+    // CAT/PF, or CAT/PN for every version.
+    target.split_once('/').is_some_and(|(category, name)| phase.is_of(category, name))
 }
 
 fn stop_one(phase: &Running) -> Result<()> {

@@ -32,7 +32,8 @@ pub fn run(plan: &Plan) -> Result<Outcome, Failure> {
     }
     // Nothing else needs this process: it isolates itself, and lists the phase for
     // `ps` while PID 1 prepares.
-    let listed = || crate::running::register(&plan.description, plan.context.quiet);
+    let package = plan.phase.as_ref().and_then(|run| run.package.as_ref());
+    let listed = || crate::running::register(&plan.description, package, plan.context.quiet);
     conclude(isolate(plan, Orphans::Untracked, listed), None, "").map(with_time_limit)
 }
 

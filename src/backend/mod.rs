@@ -167,7 +167,7 @@ fn conclude(findings: Findings, termination: Option<Termination>, hint: &str) ->
             .missing
             .iter()
             .map(|m| {
-                format!("no {}: {} (turn it off with {})", m.kind.describe(), m.reason, m.kind.off_switch())
+                format!("no {}: {} (turn it off with {})", m.kind.describe(), m.reason(), m.kind.off_switch())
             })
             .collect();
         return Err(anyhow!(

@@ -10,6 +10,7 @@ use crate::plan;
 use crate::policy::config::Config;
 use crate::policy::package::Package;
 use crate::policy::{self, Decision, EbuildFlags, PhaseRun};
+use crate::sandbox::{Cause, Missing};
 use crate::systemd::Manager;
 
 use super::{Cgroup, Facts, SOMETHING_MISSING};
@@ -74,7 +75,7 @@ pub struct Isolation {
     /// Who creates it: "systemd", "phasebox" or "systemd and phasebox".
     pub by: &'static str,
     /// Whether it can be had here, or why not.
-    pub available: Result<(), String>,
+    pub available: Result<(), Missing>,
 }
 
 pub fn assess(facts: &Facts, package: Option<&Package>, flags: &EbuildFlags, config: &Config) -> Assessment {
@@ -179,10 +180,10 @@ fn problems(facts: &Facts, phases: &[PhaseOutlook]) -> Vec<Finding> {
             });
         }
         for isolation in &outlook.isolations {
-            if let Err(reason) = &isolation.available {
+            if let Err(missing) = &isolation.available {
                 add(Finding {
-                    problem: format!("no {}: {reason}", isolation.kind.describe()),
-                    fix: namespace_fix(facts, isolation.kind, reason),
+                    problem: format!("no {}: {}", isolation.kind.describe(), missing.reason()),
+                    fix: namespace_fix(facts, missing),
                 });
             }
         }
@@ -251,20 +252,19 @@ fn manager_fix(facts: &Facts, manager: Manager) -> String {
     }
 }
 
-/// How to get a namespace `sandbox::enter` could not create; `reason` is the one
-/// it gave.
-fn namespace_fix(facts: &Facts, kind: Kind, reason: &str) -> String {
-    if !facts.is_root() && facts.namespaces.user.is_err() {
-        return user_namespace_fix(facts);
-    }
-    if reason.contains("built without") {
-        format!("a kernel built with CONFIG_{}_NS", kind.tag().to_uppercase())
-    } else if reason.contains("namespace limit") {
-        format!("sysctl -w user.max_{}_namespaces=10000", kind.tag())
-    } else {
-        "run phasebox with CAP_SYS_ADMIN (as root) and without a seccomp profile that denies unshare \
-         (docker run --security-opt seccomp=unconfined)"
-            .into()
+/// How to get a namespace `sandbox::enter` could not create, by why it could not.
+fn namespace_fix(facts: &Facts, missing: &Missing) -> String {
+    let kind = missing.kind;
+    match missing.cause {
+        Cause::NoUserNamespace(_) => user_namespace_fix(facts),
+        _ if !facts.is_root() && facts.namespaces.user.is_err() => user_namespace_fix(facts),
+        Cause::KernelConfig => format!("a kernel built with CONFIG_{}_NS", kind.tag().to_uppercase()),
+        Cause::NamespaceLimit => format!("sysctl -w user.max_{}_namespaces=10000", kind.tag()),
+        Cause::NotPermitted | Cause::Unshare(_) | Cause::SystemdIgnored | Cause::StillTheLaunchers => {
+            "run phasebox with CAP_SYS_ADMIN (as root) and without a seccomp profile that denies unshare \
+             (docker run --security-opt seccomp=unconfined)"
+                .into()
+        }
     }
 }
 
@@ -357,8 +357,8 @@ mod tests {
     #[test]
     fn an_unprivileged_caller_without_user_namespaces_is_told_the_sysctl() {
         let mut facts = user(bare_root());
-        let why = "an unprivileged caller needs a user namespace, and creating one failed".to_string();
-        facts.namespaces.kinds = Kind::ALL.into_iter().map(|k| (k, Err(why.clone()))).collect();
+        let missing = |kind| Missing { kind, cause: Cause::NoUserNamespace(libc::EPERM) };
+        facts.namespaces.kinds = Kind::ALL.into_iter().map(|k| (k, Err(missing(k)))).collect();
         facts.namespaces.user = Err("unshare(user) failed: Operation not permitted".into());
         facts.namespaces.unprivileged_userns_clone = Some(0);
         let assessment = assessed(&facts);
@@ -384,7 +384,7 @@ mod tests {
     fn a_kernel_without_network_namespaces_fails_the_phases_that_want_one() {
         let mut facts = bare_root();
         facts.namespaces.kinds[0] =
-            (Kind::Network, Err("unshare(net) failed: the kernel was built without CONFIG_NET_NS".into()));
+            (Kind::Network, Err(Missing { kind: Kind::Network, cause: Cause::KernelConfig }));
         let assessment = assessed(&facts);
         assert_eq!(assessment.exit_status(), SOMETHING_MISSING);
         assert_eq!(assessment.problems.len(), 1, "{:?}", assessment.problems);

@@ -12,6 +12,7 @@ use anyhow::Result;
 use crate::cli::DoctorArgs;
 use crate::mode::{Lost, Reach};
 use crate::namespaces::Kind;
+use crate::sandbox::{Cause, Missing};
 use crate::systemd::Manager;
 
 /// Exit status when some default isolation is missing for the caller.
@@ -55,7 +56,7 @@ impl Facts {
 pub struct Namespaces {
     /// For each kind phasebox isolates: created, or why not (for an unprivileged
     /// caller, inside a user namespace, as phasebox does it).
-    pub kinds: Vec<(Kind, Result<(), String>)>,
+    pub kinds: Vec<(Kind, Result<(), Missing>)>,
     /// An unprivileged user's user namespace (root probes as `user_probed_as`).
     pub user: Result<(), String>,
     pub user_probed_as: u32,
@@ -66,11 +67,11 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
-    pub fn kind(&self, kind: Kind) -> Result<(), String> {
+    pub fn kind(&self, kind: Kind) -> Result<(), Missing> {
         self.kinds
             .iter()
             .find(|(k, _)| *k == kind)
-            .map_or_else(|| Err("not probed".to_string()), |(_, result)| result.clone())
+            .map_or(Err(Missing { kind, cause: Cause::Unshare(0) }), |(_, r)| *r)
     }
 }
 

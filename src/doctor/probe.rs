@@ -11,9 +11,11 @@ use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
 use nix::unistd::{ForkResult, Gid, Uid};
 
 use super::{Cgroup, Facts, Namespaces, Portage};
+use crate::findings::Findings;
 use crate::host::Linux;
 use crate::mode::{Lost, Reach};
 use crate::namespaces::{Kind, Set};
+use crate::sandbox::{Cause, Missing};
 use crate::systemd::Manager;
 
 /// The uid root probes unprivileged user namespaces as when there is no portage user.
@@ -54,22 +56,22 @@ fn reach(manager: Manager, runtime: &tokio::runtime::Runtime) -> Reach {
 /// namespace when unprivileged), and an unprivileged user namespace, each in a child
 /// that exits afterwards.
 fn namespaces(uid: u32, unprivileged: u32) -> Result<Namespaces> {
-    let report = in_child(|| match crate::sandbox::enter(Set::all(), false, &mut Linux) {
-        Ok(entered) => entered
-            .missing
-            .iter()
-            .map(|missing| format!("{} {}\n", missing.kind.tag(), missing.reason.replace('\n', " ")))
-            .collect(),
-        Err(error) => Kind::ALL.iter().map(|kind| format!("{} {error:#}\n", kind.tag())).collect(),
+    // The child reports what it could not make as findings do.
+    let report = in_child(|| {
+        let missing = match crate::sandbox::enter(Set::all(), false, &mut Linux) {
+            Ok(entered) => entered.missing,
+            Err(_) => {
+                Kind::ALL.iter().map(|&kind| Missing { kind, cause: Cause::Unshare(libc::EIO) }).collect()
+            }
+        };
+        Findings { missing, ..Findings::default() }.encode()
     })?;
+    let missing = Findings::decode(&report).missing;
     let kinds = Kind::ALL
         .into_iter()
-        .map(|kind| {
-            let prefix = format!("{} ", kind.tag());
-            match report.lines().find_map(|line| line.strip_prefix(&prefix)) {
-                Some(reason) => (kind, Err(reason.to_string())),
-                None => (kind, Ok(())),
-            }
+        .map(|kind| match missing.iter().find(|m| m.kind == kind) {
+            Some(m) => (kind, Err(*m)),
+            None => (kind, Ok(())),
         })
         .collect();
     let probed_as = if uid == 0 { unprivileged } else { uid };

@@ -10,6 +10,7 @@ use super::Facts;
 use super::assess::{Assessment, FEATURES, Finding, Outlook, has_feature};
 use crate::mode::{Backend, Reach};
 use crate::namespaces::Kind;
+use crate::sandbox::Missing;
 use crate::systemd::Manager;
 
 pub fn text(facts: &Facts, assessment: &Assessment, config: &str) -> String {
@@ -46,7 +47,7 @@ pub fn text(facts: &Facts, assessment: &Assessment, config: &str) -> String {
     let ns = &facts.namespaces;
     let _ = writeln!(out, "\nnamespaces (created for real, as uid {})", facts.uid);
     for (kind, result) in &ns.kinds {
-        let _ = writeln!(out, "  {:<17}{}", kind_name(*kind), yes_or_why(result));
+        let _ = writeln!(out, "  {:<17}{}", kind_name(*kind), yes_or_why(&result.map_err(|m| m.reason())));
     }
     let _ = writeln!(out, "  {:<17}{}", format!("user (uid {})", ns.user_probed_as), yes_or_why(&ns.user));
     let sysctl = |value: Option<u64>| value.map_or("absent".to_string(), |v| v.to_string());
@@ -187,9 +188,10 @@ pub fn json(facts: &Facts, assessment: &Assessment) -> Result<String> {
     };
     let probe =
         |result: &Result<(), String>| json!({ "available": result.is_ok(), "error": result.as_ref().err() });
+    let missing = |result: &Result<(), Missing>| json!({ "available": result.is_ok(), "error": result.as_ref().err().map(Missing::reason) });
     let ns = &facts.namespaces;
     let mut namespaces: serde_json::Map<String, Value> =
-        ns.kinds.iter().map(|(kind, result)| (kind.tag().to_string(), probe(result))).collect();
+        ns.kinds.iter().map(|(kind, result)| (kind.tag().to_string(), missing(result))).collect();
     let mut user = probe(&ns.user);
     user["probed_as_uid"] = json!(ns.user_probed_as);
     namespaces.insert("user".into(), user);
@@ -204,7 +206,7 @@ pub fn json(facts: &Facts, assessment: &Assessment) -> Result<String> {
                 "kind": i.kind.tag(),
                 "by": i.by,
                 "available": i.available.is_ok(),
-                "error": i.available.as_ref().err(),
+                "error": i.available.as_ref().err().map(Missing::reason),
             })).collect::<Vec<_>>(),
         })
     };

@@ -172,7 +172,7 @@ mod tests {
             (Sharing::Shared, Sharing::Shared, Sharing::Shared, true)
         );
         assert!(
-            d.notes.iter().any(|n| n == r#"network: config [package."app-misc/foo"."src_test"]"#),
+            d.notes.iter().any(|n| n.to_string() == r#"network: config [package."app-misc/foo"."src_test"]"#),
             "{:?}",
             d.notes
         );

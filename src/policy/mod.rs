@@ -69,7 +69,54 @@ pub struct Decision {
     /// Run in a unit (or namespaces) whose leftover processes are killed.
     pub confine: bool,
     /// Why it differs from the plain phase default, for `phasebox policy` and -v.
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
+}
+
+/// What a decision sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Network,
+    Ipc,
+    Pid,
+    Confine,
+}
+
+/// What changed a setting from the phase's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changer {
+    /// The ebuild's PROPERTIES or RESTRICT ("PROPERTIES=live").
+    Ebuild(&'static str),
+    /// A table of the config file (`config [phase."test"]`).
+    Config(String),
+}
+
+/// One change of a decision, and what made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub field: Field,
+    pub by: Changer,
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let field = match self.field {
+            Field::Network => "network",
+            Field::Ipc => "ipc",
+            Field::Pid => "pid",
+            Field::Confine => "confine",
+        };
+        match &self.by {
+            Changer::Ebuild(flag) => write!(f, "{field}: {flag}"),
+            Changer::Config(table) => write!(f, "{field}: {table}"),
+        }
+    }
+}
+
+impl Decision {
+    /// The notes as one text ("network: PROPERTIES=live; ipc: config [...]").
+    pub fn notes_text(&self) -> String {
+        self.notes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    }
 }
 
 /// The ebuild's PROPERTIES and RESTRICT, which open the network for some phases.
@@ -113,29 +160,29 @@ pub fn decide(phase: &str, package: Option<&Package>, flags: &EbuildFlags, confi
         (phase == "test" && EbuildFlags::has(&flags.properties, "test_network"), "PROPERTIES=test_network"),
         (EbuildFlags::has(&flags.restrict, "network-sandbox"), "RESTRICT=network-sandbox"),
     ];
-    if let Some((_, why)) = opens_network.iter().find(|(applies, _)| *applies)
+    if let Some((_, flag)) = opens_network.iter().find(|(applies, _)| *applies)
         && decision.network == Sharing::Private
     {
         decision.network = Sharing::Shared;
-        decision.notes.push(format!("network: {why}"));
+        decision.notes.push(Note { field: Field::Network, by: Changer::Ebuild(flag) });
     }
-    for (source, change) in config.changes(phase, package) {
-        let mut apply = |what: &str, field: &mut Sharing, value: Option<Sharing>| {
+    for (table, change) in config.changes(phase, package) {
+        let mut apply = |which: Field, field: &mut Sharing, value: Option<Sharing>| {
             if let Some(value) = value
                 && *field != value
             {
                 *field = value;
-                decision.notes.push(format!("{what}: {source}"));
+                decision.notes.push(Note { field: which, by: Changer::Config(table.clone()) });
             }
         };
-        apply("network", &mut decision.network, change.network);
-        apply("ipc", &mut decision.ipc, change.ipc);
-        apply("pid", &mut decision.pid, change.pid);
+        apply(Field::Network, &mut decision.network, change.network);
+        apply(Field::Ipc, &mut decision.ipc, change.ipc);
+        apply(Field::Pid, &mut decision.pid, change.pid);
         if let Some(confine) = change.confine
             && decision.confine != confine
         {
             decision.confine = confine;
-            decision.notes.push(format!("confine: {source}"));
+            decision.notes.push(Note { field: Field::Confine, by: Changer::Config(table.clone()) });
         }
     }
     decision
@@ -205,7 +252,7 @@ pub fn table(package: Option<&Package>, flags: &EbuildFlags, config: &Config) ->
             d.ipc.to_string(),
             d.pid.to_string(),
             if d.confine { "yes" } else { "no" },
-            d.notes.join("; ")
+            d.notes_text()
         ));
     }
     out
@@ -260,7 +307,7 @@ mod tests {
         let test_network = flags("test_network", "");
         let d = decide("test", None, &test_network, &c);
         assert_eq!((d.network, d.ipc), (Sharing::Shared, Sharing::Private));
-        assert_eq!(d.notes, ["network: PROPERTIES=test_network"]);
+        assert_eq!(d.notes_text(), "network: PROPERTIES=test_network");
         assert_eq!(decide("unpack", None, &test_network, &c).network, Sharing::Private);
         let restricted = flags("", "network-sandbox");
         for phase in ["unpack", "compile", "install"] {

@@ -12,11 +12,109 @@ use nix::sched::CloneFlags;
 use crate::host::Host;
 use crate::namespaces::{Kind, Set};
 
-/// A namespace that could not be created, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An isolation that is not in force, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Missing {
     pub kind: Kind,
-    pub reason: String,
+    pub cause: Cause,
+}
+
+/// Why an isolation is not in force: a fact to decide on (doctor picks its fix by
+/// it), with the words for people in its Display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// unshare(2) failed with EINVAL: a kernel without CONFIG_*_NS.
+    KernelConfig,
+    /// EPERM or EACCES: no CAP_SYS_ADMIN, or a seccomp profile denies unshare.
+    NotPermitted,
+    /// ENOSPC or EUSERS: a user.max_*_namespaces limit is reached.
+    NamespaceLimit,
+    /// Another errno of unshare(2).
+    Unshare(i32),
+    /// An unprivileged caller needs a user namespace, and creating one failed.
+    NoUserNamespace(i32),
+    /// systemd accepted the property but the namespace is still the launcher's.
+    SystemdIgnored,
+    /// unshare(2) succeeded but the namespace is still the launcher's.
+    StillTheLaunchers,
+}
+
+impl Cause {
+    fn of_unshare(errno: Errno) -> Cause {
+        match errno {
+            Errno::EINVAL => Cause::KernelConfig,
+            Errno::EPERM | Errno::EACCES => Cause::NotPermitted,
+            Errno::ENOSPC | Errno::EUSERS => Cause::NamespaceLimit,
+            other => Cause::Unshare(other as i32),
+        }
+    }
+
+    /// The tag and number the findings carry it as.
+    pub fn encode(self) -> (&'static str, i32) {
+        match self {
+            Cause::KernelConfig => ("kernel-config", 0),
+            Cause::NotPermitted => ("not-permitted", 0),
+            Cause::NamespaceLimit => ("namespace-limit", 0),
+            Cause::Unshare(errno) => ("unshare", errno),
+            Cause::NoUserNamespace(errno) => ("no-user-namespace", errno),
+            Cause::SystemdIgnored => ("systemd-ignored", 0),
+            Cause::StillTheLaunchers => ("still-the-launchers", 0),
+        }
+    }
+
+    pub fn decode(tag: &str, errno: i32) -> Option<Cause> {
+        Some(match tag {
+            "kernel-config" => Cause::KernelConfig,
+            "not-permitted" => Cause::NotPermitted,
+            "namespace-limit" => Cause::NamespaceLimit,
+            "unshare" => Cause::Unshare(errno),
+            "no-user-namespace" => Cause::NoUserNamespace(errno),
+            "systemd-ignored" => Cause::SystemdIgnored,
+            "still-the-launchers" => Cause::StillTheLaunchers,
+            _ => return None,
+        })
+    }
+}
+
+impl Missing {
+    /// Why, in words.
+    pub fn reason(&self) -> String {
+        let config = match self.kind {
+            Kind::Network => "CONFIG_NET_NS",
+            Kind::Ipc => "CONFIG_IPC_NS",
+            Kind::Uts => "CONFIG_UTS_NS",
+            Kind::Pid => "CONFIG_PID_NS",
+        };
+        let unshare = |why: &str| format!("unshare({}) failed: {why}", self.kind.tag());
+        match self.cause {
+            Cause::KernelConfig => unshare(&format!("the kernel was built without {config}")),
+            Cause::NotPermitted => unshare(
+                "not permitted here: the process lacks CAP_SYS_ADMIN, or a seccomp profile such as Docker's \
+                 default denies unshare (run with --privileged or --security-opt seccomp=unconfined)",
+            ),
+            Cause::NamespaceLimit => unshare("the namespace limit is reached (sysctl user.max_*_namespaces)"),
+            Cause::Unshare(errno) => unshare(Errno::from_raw(errno).desc()),
+            Cause::NoUserNamespace(errno) => format!(
+                "an unprivileged caller needs a user namespace, and creating one failed ({}): user namespaces \
+                 are disabled (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0), or a \
+                 seccomp profile such as Docker's default denies unshare; run as root, or through systemd \
+                 (phasebox --mode service)",
+                Errno::from_raw(errno).desc()
+            ),
+            Cause::SystemdIgnored => {
+                let property = match self.kind {
+                    Kind::Network => "PrivateNetwork=",
+                    Kind::Ipc => "PrivateIPC=",
+                    Kind::Uts => "a private hostname",
+                    Kind::Pid => "PrivatePIDs=",
+                };
+                format!("systemd accepted {property} but did not apply it")
+            }
+            Cause::StillTheLaunchers => {
+                format!("unshare({}) succeeded but the namespace is still phasebox's", self.kind.tag())
+            }
+        }
+    }
 }
 
 /// What `enter` did.
@@ -55,8 +153,10 @@ pub fn enter(wanted: Set, ipc_mounts: bool, host: &mut impl Host) -> Result<Ente
     if !host.is_root()
         && let Err(errno) = enter_user_namespace(host)
     {
-        entered.missing =
-            wanted.kinds().map(|kind| Missing { kind, reason: user_ns_reason(errno) }).collect();
+        entered.missing = wanted
+            .kinds()
+            .map(|kind| Missing { kind, cause: Cause::NoUserNamespace(errno as i32) })
+            .collect();
         return Ok(entered);
     }
     for kind in wanted.kinds() {
@@ -71,7 +171,7 @@ pub fn enter(wanted: Set, ipc_mounts: bool, host: &mut impl Host) -> Result<Ente
                 }
                 Kind::Ipc => {}
             },
-            Err(errno) => entered.missing.push(Missing { kind, reason: reason(kind, errno) }),
+            Err(errno) => entered.missing.push(Missing { kind, cause: Cause::of_unshare(errno) }),
         }
     }
     if mount_here {
@@ -110,35 +210,6 @@ fn enter_user_namespace(host: &mut impl Host) -> Result<(), Errno> {
         host.write_proc_self(file, &content).map_err(|_| Errno::EPERM)?;
     }
     Ok(())
-}
-
-fn user_ns_reason(errno: Errno) -> String {
-    format!(
-        "an unprivileged caller needs a user namespace, and creating one failed ({}): user namespaces are \
-         disabled (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0), or a seccomp \
-         profile such as Docker's default denies unshare; run as root, or through systemd (phasebox --mode service)",
-        errno.desc()
-    )
-}
-
-fn reason(kind: Kind, errno: Errno) -> String {
-    let config = match kind {
-        Kind::Network => "CONFIG_NET_NS",
-        Kind::Ipc => "CONFIG_IPC_NS",
-        Kind::Uts => "CONFIG_UTS_NS",
-        Kind::Pid => "CONFIG_PID_NS",
-    };
-    let why = match errno {
-        Errno::EINVAL => format!("the kernel was built without {config}"),
-        Errno::EPERM | Errno::EACCES => {
-            "not permitted here: the process lacks CAP_SYS_ADMIN, or a seccomp profile such as Docker's default \
-             denies unshare (run with --privileged or --security-opt seccomp=unconfined)"
-                .to_string()
-        }
-        Errno::ENOSPC | Errno::EUSERS => "the namespace limit is reached (sysctl user.max_*_namespaces)".to_string(),
-        other => other.desc().to_string(),
-    };
-    format!("unshare({}) failed: {why}", kind.tag())
 }
 
 #[cfg(test)]
@@ -190,7 +261,8 @@ mod tests {
         finish(&entered, &mut host).unwrap();
         assert_eq!(entered.missing.len(), 1);
         assert_eq!(entered.missing[0].kind, Kind::Network);
-        assert!(entered.missing[0].reason.contains("CONFIG_NET_NS"), "{}", entered.missing[0].reason);
+        assert_eq!(entered.missing[0].cause, Cause::KernelConfig);
+        assert!(entered.missing[0].reason().contains("CONFIG_NET_NS"), "{}", entered.missing[0].reason());
         assert!(host.calls.contains(&"unshare CLONE_NEWIPC".to_string()));
         assert!(!host.calls.contains(&"lo up".to_string()));
     }
@@ -201,7 +273,8 @@ mod tests {
         host.refused = vec![(CloneFlags::CLONE_NEWUSER, Errno::EPERM)];
         let entered = enter(Set::all(), true, &mut host).unwrap();
         assert_eq!(entered.missing.len(), 4);
-        assert!(entered.missing[0].reason.contains("user namespace"));
+        assert_eq!(entered.missing[0].cause, Cause::NoUserNamespace(libc::EPERM));
+        assert!(entered.missing[0].reason().contains("user namespace"));
     }
 }
 pub mod run;

@@ -14,7 +14,7 @@ use crate::host::{Host, Linux};
 use crate::message::{Channel, Message};
 use crate::namespaces::{Kind, Set};
 use crate::sandbox::init::{kill_and_reap_all, mount_ipc, mount_proc, private_propagation, stop_all};
-use crate::sandbox::{Entered, Missing, enter, finish};
+use crate::sandbox::{Cause, Entered, Missing, enter, finish};
 use crate::supervise;
 
 /// Where the orphans of a phase are found.
@@ -59,10 +59,7 @@ pub fn run_phase<Started>(
     let from_systemd = Set::all().without(options.unshare);
     let mut skipped = unapplied(context, from_systemd, false, &[]);
     if options.orphans == Orphans::Launcher && nix::unistd::getpid().as_raw() != 1 {
-        skipped.push(Missing {
-            kind: Kind::Pid,
-            reason: format!("systemd accepted {} but did not apply it", property(Kind::Pid)),
-        });
+        skipped.push(Missing { kind: Kind::Pid, cause: Cause::SystemdIgnored });
     }
     if !accept_missing(context, &mut findings, skipped) {
         return findings;
@@ -257,11 +254,7 @@ fn unapplied(context: &CallerContext, among: Set, created_here: bool, accepted: 
         .filter(|k| !accepted.contains(k))
         .map(|kind| Missing {
             kind,
-            reason: if created_here {
-                format!("unshare({}) succeeded but the namespace is still phasebox's", kind.tag())
-            } else {
-                format!("systemd accepted {} but did not apply it", property(kind))
-            },
+            cause: if created_here { Cause::StillTheLaunchers } else { Cause::SystemdIgnored },
         })
         .collect()
 }
@@ -317,7 +310,7 @@ fn accept_missing(context: &CallerContext, findings: &mut Findings, missing: Vec
             crate::notice!(
                 "phasebox: warning: running without {} ({}); --best-effort allowed it",
                 m.kind.describe(),
-                m.reason
+                m.reason()
             );
         }
     }
@@ -326,15 +319,6 @@ fn accept_missing(context: &CallerContext, findings: &mut Findings, missing: Vec
         findings.refused = true;
     }
     context.best_effort
-}
-
-fn property(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Network => "PrivateNetwork=",
-        Kind::Ipc => "PrivateIPC=",
-        Kind::Uts => "a private hostname",
-        Kind::Pid => "PrivatePIDs=",
-    }
 }
 
 /// Isolations of `among` asked for whose namespace is still the launcher's (or can't

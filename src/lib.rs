@@ -1,9 +1,17 @@
 //! phasebox: run one build phase in a sandbox (a transient systemd unit where
 //! systemd runs, namespaces alone where it does not) and kill what it leaves behind.
 //!
-//! Data flows one way: argv (`cli`) → plan (`plan`) → backend (`backend`) →
-//! status (`exit`) → report (`report`). The inner mode (`inner`) is phasebox
-//! running inside the unit to restore the caller's context.
+//! The layers, each using only those below it:
+//!   cli       the command line: flags, man page, completions
+//!   cmd       one module per subcommand; the one place errors become statuses
+//!   report    what phasebox tells the user at the end, and the --report record
+//!   plan      pure decisions: the flags resolved, the mode, the isolations, the
+//!             phase policy, the command's path
+//!   launch    running a plan: a transient service, a scope, or namespaces alone
+//!   phase     what runs inside: isolation, PID 1, the command, the inner mode
+//!   protocol  what those processes tell each other: context, findings, messages
+//!   systemd   the D-Bus client, its typed proxies, unit properties and names
+//!   sys       system calls and /proc facts, behind a trait with a fake
 
 /// A line for the user on stderr. Errors are ignored: a notice must never change
 /// phasebox's status or lose the report (with stderr unwritable, eprintln!
@@ -25,35 +33,12 @@ macro_rules! output {
     }};
 }
 
-pub mod backend;
 pub mod cli;
-pub mod command_path;
-pub mod context;
-pub mod doctor;
-pub mod exec;
-pub mod exit;
-pub mod findings;
-pub mod generate;
-pub mod host;
-pub mod inner;
-pub mod message;
-pub mod mode;
-pub mod namespaces;
-pub mod orphans;
+pub mod cmd;
+pub mod launch;
+pub mod phase;
 pub mod plan;
-pub mod policy;
-pub mod ps;
+pub mod protocol;
 pub mod report;
-pub mod run;
-pub mod running;
-pub mod runtime_dir;
-pub mod sandbox;
-pub mod startup;
-pub mod stop;
-pub mod supervise;
+pub mod sys;
 pub mod systemd;
-pub mod terminal_guard;
-pub mod usage;
-pub mod value_syntax;
-pub mod watchdog;
-mod wire;

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::anyhow;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Outcome;
-use crate::exit::{Failure, Termination};
-use crate::mode::Backend;
-use crate::namespaces::Set;
-use crate::plan::Plan;
-use crate::usage::Usage;
+use crate::launch::Backend;
+use crate::launch::Outcome;
+use crate::launch::Plan;
+use crate::protocol::status::{Failure, Termination};
+use crate::protocol::usage::Usage;
+use crate::sys::namespaces::Set;
 
 /// What is known of a phase before it runs, kept for the report after it.
 pub struct Pending {
@@ -35,10 +35,9 @@ pub struct Pending {
 impl Pending {
     /// Taken just before the phase starts, with the --report file.
     pub fn start(plan: &Plan, file: Option<File>) -> Pending {
-        let run = plan.phase.as_ref();
         Pending {
-            package: run.and_then(|r| r.package.as_ref()).map(|p| format!("{}/{}", p.category, p.pf)),
-            phase: run.map(|r| r.phase.to_string()),
+            package: plan.package.clone(),
+            phase: plan.phase.map(str::to_string),
             command: plan.context.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
             unit_stem: plan.unit_stem.clone(),
             quiet: plan.context.quiet,
@@ -276,11 +275,6 @@ pub fn open_file(path: &Path) -> Result<File, Failure> {
     nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND))
         .map_err(|error| refused(format!("cannot make it blocking: {error}")))?;
     Ok(file)
-}
-
-pub fn fail(failure: &Failure) -> u8 {
-    crate::notice!("phasebox: {failure}");
-    failure.code
 }
 
 #[cfg(test)]

@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use super::columns::{align, or_dash};
 use super::{Record, bytes, seconds};
 
-pub fn print(path: &Path) -> Result<()> {
+/// The records of the file at PATH, as a table.
+pub fn read(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let records = parse(&text).with_context(|| format!("reading {}", path.display()))?;
-    crate::output!("{}", render(records));
-    Ok(())
+    Ok(render(records))
 }
 
 /// Every non-empty line must be a record: a report that can't be read is an error,

@@ -4,6 +4,7 @@ pub mod client;
 pub mod properties;
 pub mod proxies;
 pub mod unit_name;
+pub mod value_syntax;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

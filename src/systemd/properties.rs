@@ -7,8 +7,8 @@ use std::os::fd::{BorrowedFd, RawFd};
 use anyhow::{Context, Result, anyhow, bail};
 use zbus::{Fd, Variant as Value};
 
-use crate::context::{ProcessSetting, Rlimit};
-use crate::value_syntax as syntax;
+use crate::sys::process::{ProcessSetting, Rlimit};
+use crate::systemd::value_syntax as syntax;
 
 /// A typed property value; its D-Bus signature follows from the variant.
 #[derive(Debug, Clone, PartialEq)]

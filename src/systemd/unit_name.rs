@@ -47,32 +47,8 @@ pub fn phase_stem(package: Option<(&str, &str)>, phase: &str) -> String {
     stem
 }
 
-/// Whether a unit's name (without its suffix) is that of a phase of package
-/// CATEGORY/NAME, where NAME is a PF (that one version) or a PN (any version): a
-/// phase's unit is named by `phase_stem`. Matched against the wanted package, as
-/// CATEGORY-PF can't be split back in general: both may hold dashes.
-pub fn is_phase_of(stem: &str, category: &str, name: &str) -> bool {
-    let Some(rest) = stem.strip_prefix("phasebox-") else { return false };
-    // "-PHASE-HEX": a phase name and 8 hex digits at the end.
-    let Some((front, hex)) = rest.rsplit_once('-') else { return false };
-    let Some((package, phase)) = front.rsplit_once('-') else { return false };
-    if hex.len() != 8
-        || !hex.bytes().all(|b| b.is_ascii_hexdigit())
-        || !crate::policy::PHASES.contains(&phase)
-    {
-        return false;
-    }
-    let Some(pf) = package.strip_prefix(&format!("{}-", escape(category))) else { return false };
-    let name = escape(name);
-    pf == name
-        || pf.strip_prefix(&name).and_then(|v| v.strip_prefix('-')).is_some_and(|version| {
-            version.starts_with(|c: char| c.is_ascii_digit())
-                && crate::policy::package::Package { category: String::new(), pf: pf.to_string() }.pn()
-                    == name
-        })
-}
-
-fn escape(text: &str) -> String {
+/// TEXT as a unit name may hold it: other bytes as \xNN, like systemd-escape.
+pub fn escape(text: &str) -> String {
     let mut out = String::new();
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b":_.-".contains(&b) {
@@ -147,20 +123,6 @@ mod tests {
         let a = random_stem();
         assert!(a.starts_with("phasebox-") && a.len() == "phasebox-".len() + 16);
         assert_ne!(a, random_stem());
-    }
-
-    #[test]
-    fn a_phase_units_package_is_matched_from_its_name() {
-        let stem = phase_stem(Some(("app-misc", "foo-bar-1.0-r2")), "compile");
-        assert!(is_phase_of(&stem, "app-misc", "foo-bar-1.0-r2"));
-        assert!(is_phase_of(&stem, "app-misc", "foo-bar"));
-        assert!(!is_phase_of(&stem, "app-misc", "foo"), "foo is not foo-bar");
-        // (Category "app" and PN "misc-foo-bar" would match too: no such category exists.)
-        assert!(!is_phase_of(&stem, "app-misc", "foo-bar-1.0"), "another PF");
-        let odd = phase_stem(Some(("dev-libs", "lib+x-2")), "test");
-        assert!(is_phase_of(&odd, "dev-libs", "lib+x") && is_phase_of(&odd, "dev-libs", "lib+x-2"));
-        assert!(!is_phase_of("phasebox-0a1b2c3d4e5f6a7b", "app-misc", "foo"));
-        assert!(!is_phase_of(&phase_stem(None, "test"), "app-misc", "foo"));
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The backends that run a planned phase: a transient service, a transient scope
-//! around phasebox's own namespaces, or the namespaces alone.
+//! Running a planned phase, in the launcher: a transient service (`service`), a
+//! transient scope around phasebox's own process (`scope`), or namespaces alone
+//! (`unshare`); and how it ended.
 
-mod direct;
+mod scope;
 pub mod service;
+mod unshare;
 
 use std::time::Duration;
 
@@ -186,14 +188,14 @@ fn launch_backend(plan: Plan) -> Result<Launched, SilentBus> {
                 Err(Silent(error)) => done(Err(error.into())),
             }
         }
-        Backend::Scope(_) => match direct::run_scope(&plan) {
+        Backend::Scope(_) => match scope::run_scope(&plan) {
             Ok(result) => done(result),
             Err(error) if plan.auto => Err(silent(&plan, error)),
             Err(Silent(error)) => done(Err(error.into())),
         },
         Backend::Unshare => {
             plan.announce();
-            done(direct::run(&plan))
+            done(unshare::run(&plan))
         }
         // The command replaces phasebox: it is the phase process, as without phasebox.
         Backend::Unconfined => {

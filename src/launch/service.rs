@@ -2,15 +2,19 @@
 //! (negotiating what this systemd supports), wait for the unit to end without losing
 //! a fast one, read its status, report.
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
+
+use tokio::net::UnixListener;
 
 use anyhow::{Context, anyhow};
 
 use super::{Outcome, conclude};
 use crate::launch::Plan;
+use crate::protocol::context::CallerContext;
 use crate::protocol::context::Launcher;
-use crate::protocol::findings::Findings;
-use crate::protocol::message::{Channel, Message};
+use crate::protocol::findings::{Findings, Orphan};
+use crate::protocol::message::{AsyncChannel, Message};
 use crate::protocol::run_files::RunFiles;
 use crate::protocol::status::{Failure, Limit, Termination};
 use crate::sys::namespaces::{Kind, Set};
@@ -84,41 +88,47 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     let unit = format!("{}.service", plan.unit_stem);
     let files = RunFiles::paths(manager, &unit);
     let mut context = plan.context.clone();
-    context.findings_path = files.findings.clone();
     context.launcher = Launcher::this_process();
     let version = client.version().await.ok();
     let mut split = Split::new(plan.wanted, manager, version);
     let exec_path = inner_executable()?;
     let stdio = Stdio::of_caller()?;
     let started = std::time::Instant::now();
-    // Listen before starting: a phase may end before StartTransientUnit returns.
+    // Listen before starting: a phase may end before StartTransientUnit returns;
+    // and the inner mode connects as soon as it runs.
     let changes = client.watch(&unit).await?;
     let mut stop_requests = StopRequests::new()?;
-    // With PrivatePIDs=, the inner mode is PID 1 and this process names what the
-    // command leaves, when the inner mode asks on this socket.
-    let listener = match split.systemd.pid {
-        true => Some(listen(&files)?),
-        false => None,
-    };
+    let listener = files.listen()?;
 
     let job = start_negotiating(&client, &unit, &mut split, plan.verbose, |split| {
-        context.unshare = split.inner;
-        context.loopback_addresses = split.loopback_addresses;
-        context.channel = if split.systemd.pid { files.socket.clone() } else { Default::default() };
-        files.write_context(&context.encode())?;
         Ok(unit_properties(&plan, manager, split, &exec_path, &files, stdio.raw()))
     })
     .await?;
     drop(stdio);
+    // What this systemd makes decides what the inner mode makes.
+    context.unshare = split.inner;
+    context.loopback_addresses = split.loopback_addresses;
+    context.pid1_by_systemd = split.systemd.pid;
 
     // 1. The start job ends: the unit has started, or failed to.
     client.job_result(&unit, &job).await?;
-    // 2. The unit ends (what it left named meanwhile, where this process names
-    // it); 3. its exact status, then what the inner mode found.
-    let named = std::cell::RefCell::new(Vec::new());
-    let status = tokio::select! {
-        status = follow::follow(&mut client, &unit, changes, &mut stop_requests, plan.context.quiet) => status?,
-        () = name_orphans(listener.filter(|_| split.systemd.pid), &named) => unreachable!("naming never ends"),
+    // 2. The unit ends, while the inner mode gets its context and reports back
+    // over its channel; 3. its exact status, then what the inner mode found.
+    let served = RefCell::new(Served::default());
+    let status = {
+        let serving = serve(&listener, &context, &unit, &served);
+        let following = follow::follow(&mut client, &unit, changes, &mut stop_requests, plan.context.quiet);
+        tokio::pin!(serving, following);
+        let status = tokio::select! {
+            status = &mut following => status?,
+            () = &mut serving => following.await?,
+        };
+        // The unit's processes are gone, so is the inner mode's end of the channel:
+        // what it sent is all there, and its end of file right behind.
+        if served.borrow().connected && !served.borrow().ended {
+            let _ = tokio::time::timeout(DRAIN_WITHIN, &mut serving).await;
+        }
+        status
     };
     // 4. systemd unloads it: when phasebox returns, its unit is gone.
     client.wait_gone(&unit).await?;
@@ -126,21 +136,21 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
         Manager::System => format!("journalctl -u {unit}"),
         Manager::User => format!("journalctl --user -u {unit}"),
     };
-    let Some(bytes) = files.read_findings() else {
+    let Served { findings, named, .. } = served.into_inner();
+    let Some(findings) = findings else {
         let result = status.map_or_else(|| "unknown: the unit was collected".into(), |s| s.result);
         return Err(anyhow!(
             "the phase never started inside {unit} (systemd's result: {result}); see `{journal}`"
         )
         .into());
     };
-    let findings = Findings::decode(&String::from_utf8_lossy(&bytes));
     let hint = format!(" See `{journal}`.");
     let Some(status) = status else {
         // Collected while the bus was away: the inner mode's word is all there is.
-        return conclude(findings, None, &hint);
+        return conclude(Findings { orphans: [findings.orphans, named].concat(), ..findings }, None, &hint);
     };
     let mut outcome = conclude(findings, Termination::from_cld(status.code, status.status), &hint)?;
-    outcome.orphans.extend(named.into_inner());
+    outcome.orphans.extend(named);
     // "timeout" is also the Result of a stop that outlasted TimeoutStopSec=: it is
     // the phase's time limit only if the phase had one and ran that long.
     let limit = match Limit::from_result(&status.result) {
@@ -150,56 +160,66 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     Ok(Outcome { limit, ..outcome })
 }
 
-/// The socket the inner mode, as the PID 1 systemd made, connects to.
-fn listen(files: &RunFiles) -> Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>, Failure> {
-    let dir = files.socket.parent().expect("run files live in a directory");
-    crate::protocol::run_files::create_private(dir)?;
-    let _ = std::fs::remove_file(&files.socket);
-    let listener =
-        Channel::listen(&files.socket).with_context(|| format!("listening on {}", files.socket.display()))?;
-    // SAFETY: the AsyncFd owns the descriptor, which stays open as long as it does.
-    Ok(unsafe { tokio::io::unix::AsyncFd::register(listener) }
-        .map_err(|error| anyhow!("watching the inner mode's socket: {error}"))?)
+/// How long the inner mode's last messages may take to arrive once its unit ended.
+const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What came over the inner mode's channel.
+#[derive(Default)]
+struct Served {
+    /// The inner mode connected and got its context.
+    connected: bool,
+    /// Its end of the channel closed.
+    ended: bool,
+    findings: Option<Findings>,
+    /// What the command left, named by this process (the PID 1 systemd made asked).
+    named: Vec<Orphan>,
 }
 
-/// Serve the inner mode's channel: when it says the command has ended and left
-/// others (stopped), name them, as the caller sees them, into `named`, and say so.
-/// They are the inner mode's descendants: it is the PID namespace's PID 1. Never
-/// returns: the phase's end comes from systemd.
-async fn name_orphans(
-    listener: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
-    named: &std::cell::RefCell<Vec<crate::protocol::findings::Orphan>>,
-) {
-    if let Some(listener) = listener
-        && let Ok(channel) = accept(&listener).await
-        && let Ok(peer) = channel.get_ref().peer_pid()
-    {
+/// Serve the inner mode's channel: give the unit's main process (and no other) the
+/// context; as the PID 1 systemd made, when it says the command has ended and left
+/// others (stopped), name them (its descendants) as the caller sees them; take the
+/// findings. Returns once the inner mode's end closes.
+async fn serve(listener: &UnixListener, context: &CallerContext, unit: &str, served: &RefCell<Served>) {
+    let mut channel = loop {
+        let Ok((stream, _)) = listener.accept().await else { return std::future::pending().await };
+        let channel = AsyncChannel::from(stream);
+        match channel.peer_pid() {
+            Ok(peer) if in_unit(peer, unit) => break channel,
+            // Someone else's connection: the context is the inner mode's alone.
+            _ => continue,
+        }
+    };
+    let Ok(peer) = channel.peer_pid() else { return };
+    served.borrow_mut().connected = true;
+    let mut orphans = Vec::new();
+    if channel.send(&Message::Context(Box::new(context.clone()))).await.is_ok() {
         loop {
-            let Ok(mut ready) = channel.readable().await else { break };
-            match ready.try_io(|channel| channel.get_ref().recv()) {
-                Ok(Ok(Some(Message::Orphans))) => {
-                    *named.borrow_mut() = crate::sys::proc::descendants(peer);
-                    let _ = channel.get_ref().send(&Message::Listed);
+            match channel.recv().await {
+                Ok(Some(Message::Orphans)) => {
+                    served.borrow_mut().named = crate::sys::proc::descendants(peer);
+                    if channel.send(&Message::Listed).await.is_err() {
+                        break;
+                    }
                 }
-                Ok(Ok(Some(_))) | Err(_) => {}
-                Ok(Ok(None) | Err(_)) => break,
+                Ok(Some(Message::Orphan(orphan))) => orphans.push(orphan),
+                Ok(Some(Message::Report(findings))) => {
+                    served.borrow_mut().findings =
+                        Some(Findings { orphans: std::mem::take(&mut orphans), ..findings })
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
             }
         }
     }
-    std::future::pending().await
+    served.borrow_mut().ended = true;
 }
 
-async fn accept(
-    listener: &tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
-) -> std::io::Result<tokio::io::unix::AsyncFd<Channel>> {
-    loop {
-        let mut ready = listener.readable().await?;
-        if let Ok(accepted) = ready.try_io(|listener| Channel::accept(listener.get_ref())) {
-            // SAFETY: the AsyncFd owns the channel, whose descriptor stays open as
-            // long as it does.
-            return unsafe { tokio::io::unix::AsyncFd::register(accepted?) }.map_err(|error| error.into());
-        }
-    }
+/// Whether a process is in the unit's cgroup: the unit's own, not a stranger that
+/// found its socket.
+fn in_unit(pid: u32, unit: &str) -> bool {
+    let suffix = format!("/{unit}");
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .is_ok_and(|text| text.lines().any(|line| line.trim_end().ends_with(&suffix)))
 }
 
 /// SIGINT, SIGTERM and SIGHUP sent to phasebox: each stops the phase. (systemd starts
@@ -291,12 +311,12 @@ pub fn unit_properties(
     files: &RunFiles,
     stdio: [i32; 3],
 ) -> Vec<Property> {
-    let context_arg = files.context.to_string_lossy().into_owned();
+    let socket_arg = files.socket.to_string_lossy().into_owned();
     let mut list = vec![
         properties::description(&plan.description),
         properties::slice(&plan.slice),
         properties::service_type_simple(),
-        properties::exec_start(exec_path, vec!["phasebox".into(), "__inner".into(), context_arg]),
+        properties::exec_start(exec_path, vec!["phasebox".into(), "__inner".into(), socket_arg]),
     ];
     list.extend(isolation_properties(split, manager));
     list.extend([

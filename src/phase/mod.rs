@@ -13,7 +13,7 @@ pub mod supervise;
 pub mod terminal_guard;
 pub mod watcher;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::AsRawFd;
 
 use anyhow::{Context, Result};
 
@@ -39,7 +39,7 @@ pub enum Orphans {
     Launcher,
 }
 
-pub struct Options {
+pub struct Options<'a> {
     /// Namespaces to create here.
     pub unshare: Set,
     /// Add portage's loopback addresses to a network namespace systemd created.
@@ -48,7 +48,7 @@ pub struct Options {
     pub restore: bool,
     pub orphans: Orphans,
     /// The channel to the launcher, with `Orphans::Launcher`.
-    pub channel: Option<Channel>,
+    pub channel: Option<&'a Channel>,
     /// This process is in the phase's own cgroup (a service or scope): its
     /// figures are the whole phase's use.
     pub own_cgroup: bool,
@@ -141,7 +141,7 @@ fn run_as_pid1<Started>(
     before_start: impl FnOnce() -> Started,
 ) -> Result<Findings> {
     let (channel, pid1_end) = Channel::pair().context("creating PID 1's channel")?;
-    let channel_fd = channel.raw();
+    let channel_fd = channel.as_raw_fd();
     let mounts = entered.mount.then_some(entered.ipc_mounts);
     // The closure owns PID 1's end: this process closes it when the closure is
     // dropped, so its reads end when PID 1 is gone.
@@ -243,7 +243,7 @@ pub(crate) fn run_in_place(
             // The watcher of a killed launcher has nothing left to guard.
             crate::phase::watcher::end_watcher();
             stop_all();
-            if let Some(channel) = &options.channel
+            if let Some(channel) = options.channel
                 && channel.send(&Message::Orphans).is_ok()
             {
                 let _ = channel.recv();
@@ -313,12 +313,6 @@ pub fn restore(context: &Caller, host: &mut impl Host) -> Result<()> {
     host.chdir(&context.cwd)?;
     host.umask(context.umask);
     Ok(())
-}
-
-/// A close-on-exec pipe: the read end as a File, and the write end.
-pub(crate) fn pipe() -> Result<(std::fs::File, OwnedFd)> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
-    Ok((std::fs::File::from(read), write))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! of the namespace above (no descriptor of the outer /proc): its parent names what
 //! is left, by the PIDs the caller knows.
 
+use std::os::fd::AsRawFd;
+
 use anyhow::{Context, Result};
 
 use crate::phase::exec::Exec;
@@ -34,7 +36,7 @@ pub fn as_pid1(
         return nested;
     }
     // All but the command's execve is done while lo is being set up.
-    let gate = crate::phase::exec::Gate(channel.raw());
+    let gate = crate::phase::exec::Gate(channel.as_raw_fd());
     run_in_place(context, exec, options, Orphans::Untracked, Some(gate), &mut nested);
     if nested.termination.is_some() && !alone_in_namespace() {
         stop_all();

@@ -251,8 +251,7 @@ fn launch_plan(settings: &Settings, mode: Mode, reach: &Reach) -> Result<Plan, F
         loopback_addresses: false,
         best_effort: settings.best_effort,
         quiet: settings.quiet,
-        findings_path: Default::default(),
-        channel: Default::default(),
+        pid1_by_systemd: false,
         launcher: Default::default(),
     };
     Ok(Plan {

@@ -1,6 +1,7 @@
 //! The caller's execution context, captured by the launcher and restored, byte-exact,
 //! by the inner mode inside the unit. systemd's Environment= refuses some names
-//! (exported bash functions, non-UTF-8), so the context travels in a file instead.
+//! (exported bash functions, non-UTF-8), so the context travels over the launcher's
+//! channel instead (`message::Message::Context`), in this binary encoding.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -13,7 +14,7 @@ use crate::sys::host::{Host, Linux};
 use crate::sys::namespaces::{Kind, NsId, Set};
 pub use crate::sys::process::{ProcessSetting, Rlimit};
 
-const MAGIC: &[u8] = b"phasebox-context-3";
+const MAGIC: &[u8] = b"phasebox-context-4";
 
 /// A process setting and how the user gave it (`-p LimitNOFILE=1024`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,12 +64,9 @@ pub struct CallerContext {
     pub loopback_addresses: bool,
     pub best_effort: bool,
     pub quiet: bool,
-    /// Where the inner mode writes what it found (see `findings::Findings`).
-    pub findings_path: PathBuf,
-    /// Where the launcher listens for the inner mode's channel, when systemd makes
-    /// the inner mode PID 1 (PrivatePIDs=) and the launcher names what it leaves;
-    /// empty otherwise.
-    pub channel: PathBuf,
+    /// systemd made the inner mode PID 1 of a PID namespace (PrivatePIDs=): the
+    /// launcher names what the command leaves, asked over the channel.
+    pub pid1_by_systemd: bool,
     /// The phasebox process that waits for the phase (set by the service backend):
     /// the inner mode ends the phase if it dies.
     pub launcher: Launcher,
@@ -119,8 +117,7 @@ impl CallerContext {
             .bool(self.loopback_addresses)
             .bool(self.best_effort)
             .bool(self.quiet)
-            .bytes(self.findings_path.as_os_str().as_bytes())
-            .bytes(self.channel.as_os_str().as_bytes())
+            .bool(self.pid1_by_systemd)
             .u32(self.launcher.pid)
             .u64(self.launcher.start_time);
         e.finish()
@@ -166,8 +163,7 @@ impl CallerContext {
             loopback_addresses: d.bool()?,
             best_effort: d.bool()?,
             quiet: d.bool()?,
-            findings_path: PathBuf::from(os(d.bytes()?)),
-            channel: PathBuf::from(os(d.bytes()?)),
+            pid1_by_systemd: d.bool()?,
             launcher: Launcher { pid: d.u32()?, start_time: d.u64()? },
         };
         d.end()?;
@@ -209,8 +205,7 @@ impl CallerContext {
             loopback_addresses: true,
             best_effort: false,
             quiet: false,
-            findings_path: "/run/phasebox/x.findings".into(),
-            channel: "/run/phasebox/x.socket".into(),
+            pid1_by_systemd: true,
             launcher: Launcher { pid: 4242, start_time: 123_456 },
         }
     }

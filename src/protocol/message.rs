@@ -1,158 +1,148 @@
-//! The messages between a PID namespace's PID 1 and the process that names what
-//! it leaves (the process that forked it, or, when systemd made the inner mode
-//! PID 1 with PrivatePIDs=, the launcher), over one SOCK_SEQPACKET socket: one
-//! message per packet, typed, and an end of file when the other side is gone.
+//! The one message type phasebox's processes talk in, over one channel each: a
+//! unix stream socket carrying frames (a 4-byte little-endian length, then a
+//! tag byte and the message's bytes), and an end of file when the other side is
+//! gone.
 //!
-//!   parent → PID 1   Start     the command may execve (read by the command's own
-//!                              child, through `exec::Gate`)
-//!   PID 1 → parent   Orphans   the command ended and others are left, stopped:
-//!                              list them now, by the PIDs the caller knows
-//!   parent → PID 1   Listed    they are listed: kill them
-//!   PID 1 → parent   Report    what PID 1 found (`Findings`)
+//!   launcher → inner mode   Context   the caller's context, to restore (service)
+//!   parent → child          Start     the phase may start: the command may execve
+//!                                     (read by the command's own child, through
+//!                                     `exec::Gate`), the scope's isolator may go on
+//!   PID 1 → parent          Orphans   the command ended and others are left,
+//!                                     stopped: name them, by the PIDs the caller
+//!                                     knows
+//!   parent → PID 1          Listed    they are named: kill them
+//!   runner → launcher       Orphan    one process the phase left, then
+//!                           Report    what was found (`Findings`, orphans aside)
+//!
+//! The channels: the scope-mode launcher and its isolator, a PID 1 and the
+//! process that forked it (socket pairs); the service-mode launcher and the
+//! inner mode (a socket in the run directory, where the launcher listens).
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use crate::protocol::findings::Findings;
+use crate::protocol::context::CallerContext;
+use crate::protocol::findings::{Findings, Orphan};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {
+    Context(Box<CallerContext>),
     Start,
     Orphans,
     Listed,
+    Orphan(Orphan),
     Report(Findings),
 }
 
+const CONTEXT: u8 = b'C';
 const START: u8 = b'S';
 const ORPHANS: u8 = b'O';
 const LISTED: u8 = b'L';
+const ORPHAN: u8 = b'o';
 const REPORT: u8 = b'R';
 
-/// The largest message: a report carries no orphans (the parent lists them), so
-/// it is a few lines.
-const MAX_MESSAGE: usize = 64 * 1024;
+/// The largest frame accepted: a context holds the environment and argv, which
+/// can be large (a 1 MiB environment is tested), but never this large.
+const MAX_FRAME: usize = 256 << 20;
 
-/// One end of the pair.
-pub struct Channel(OwnedFd);
+impl Message {
+    /// The frame: length, tag, bytes.
+    pub fn frame(&self) -> Vec<u8> {
+        let (tag, body) = match self {
+            Message::Context(context) => (CONTEXT, context.encode()),
+            Message::Start => (START, Vec::new()),
+            Message::Orphans => (ORPHANS, Vec::new()),
+            Message::Listed => (LISTED, Vec::new()),
+            Message::Orphan(orphan) => {
+                let mut body = orphan.pid.to_le_bytes().to_vec();
+                body.extend_from_slice(orphan.comm.as_bytes());
+                (ORPHAN, body)
+            }
+            Message::Report(findings) => (REPORT, findings.encode().into_bytes()),
+        };
+        let mut frame = ((body.len() + 1) as u32).to_le_bytes().to_vec();
+        frame.push(tag);
+        frame.extend(body);
+        frame
+    }
+
+    /// A frame's tag and bytes, read back.
+    pub fn parse(tag: u8, body: &[u8]) -> io::Result<Message> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        Ok(match tag {
+            CONTEXT => Message::Context(Box::new(
+                CallerContext::decode(body).map_err(|error| invalid(format!("a context: {error:#}")))?,
+            )),
+            START => Message::Start,
+            ORPHANS => Message::Orphans,
+            LISTED => Message::Listed,
+            ORPHAN if body.len() >= 4 => Message::Orphan(Orphan {
+                pid: u32::from_le_bytes(body[..4].try_into().expect("four bytes")),
+                comm: String::from_utf8_lossy(&body[4..]).into_owned(),
+            }),
+            REPORT => Message::Report(Findings::decode(&String::from_utf8_lossy(body))),
+            other => return Err(invalid(format!("an unknown message {other:#x}"))),
+        })
+    }
+}
+
+/// One end of a channel.
+pub struct Channel(UnixStream);
 
 impl Channel {
     /// A connected pair, close-on-exec: the command never inherits either end.
     pub fn pair() -> io::Result<(Channel, Channel)> {
-        let mut fds = [0; 2];
-        // SAFETY: socketpair writes two descriptors into the array.
-        let rc = unsafe {
-            libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors are fresh and owned by nobody else.
-        Ok(unsafe { (Channel(OwnedFd::from_raw_fd(fds[0])), Channel(OwnedFd::from_raw_fd(fds[1]))) })
+        let (a, b) = UnixStream::pair()?;
+        Ok((Channel(a), Channel(b)))
+    }
+
+    /// Connect to the socket at PATH, where the launcher listens.
+    pub fn connect(path: &Path) -> io::Result<Channel> {
+        UnixStream::connect(path).map(Channel)
     }
 
     pub fn send(&self, message: &Message) -> io::Result<()> {
-        let bytes = match message {
-            Message::Start => vec![START],
-            Message::Orphans => vec![ORPHANS],
-            Message::Listed => vec![LISTED],
-            Message::Report(findings) => {
-                let mut bytes = vec![REPORT];
-                bytes.extend_from_slice(findings.encode().as_bytes());
-                bytes
-            }
-        };
-        if bytes.len() > MAX_MESSAGE {
-            return Err(io::Error::other("a message too large for the channel"));
-        }
-        loop {
-            // SAFETY: a buffer of bytes.len() bytes; MSG_NOSIGNAL: a gone peer is EPIPE.
-            let n = unsafe {
-                libc::send(self.0.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL)
-            };
-            if n >= 0 {
-                return Ok(());
-            }
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                return Err(error);
-            }
-        }
+        (&self.0).write_all(&message.frame())
     }
 
-    /// The next message; None when the other side has closed its end. On a
-    /// non-blocking end, WouldBlock when none is there yet.
+    /// A phase's findings: each orphan on its own, then the report.
+    pub fn send_findings(&self, mut findings: Findings) -> io::Result<()> {
+        for orphan in std::mem::take(&mut findings.orphans) {
+            self.send(&Message::Orphan(orphan))?;
+        }
+        self.send(&Message::Report(findings))
+    }
+
+    /// The next message; None when the other side has closed its end.
     pub fn recv(&self) -> io::Result<Option<Message>> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        let n = loop {
-            // SAFETY: a writable buffer of its length.
-            let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n >= 0 {
-                break n as usize;
+        let mut length = [0u8; 4];
+        match (&self.0).read_exact(&mut length) {
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            result => result?,
+        }
+        let length = u32::from_le_bytes(length) as usize;
+        if length == 0 || length > MAX_FRAME {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {length} bytes")));
+        }
+        let mut frame = vec![0u8; length];
+        (&self.0).read_exact(&mut frame)?;
+        Message::parse(frame[0], &frame[1..]).map(Some)
+    }
+
+    /// Findings sent with `send_findings`, gathered; None when the other side ended
+    /// without a report.
+    pub fn recv_findings(&self) -> io::Result<Option<Findings>> {
+        let mut orphans = Vec::new();
+        loop {
+            match self.recv()? {
+                Some(Message::Orphan(orphan)) => orphans.push(orphan),
+                Some(Message::Report(findings)) => return Ok(Some(Findings { orphans, ..findings })),
+                Some(_) => {}
+                None => return Ok(None),
             }
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                return Err(error);
-            }
-        };
-        match buf[..n] {
-            [] => Ok(None),
-            [START] => Ok(Some(Message::Start)),
-            [ORPHANS] => Ok(Some(Message::Orphans)),
-            [LISTED] => Ok(Some(Message::Listed)),
-            [REPORT, ..] => Ok(Some(Message::Report(Findings::decode(&String::from_utf8_lossy(&buf[1..n]))))),
-            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "an unknown message on the channel")),
         }
-    }
-
-    pub fn raw(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-
-    /// A listening socket at PATH, for one connection (the inner mode's).
-    pub fn listen(path: &Path) -> io::Result<OwnedFd> {
-        let fd = socket(libc::SOCK_NONBLOCK)?;
-        let address = address(path)?;
-        // SAFETY: a socket we own and a valid sockaddr_un of its size.
-        if unsafe { libc::bind(fd.as_raw_fd(), (&raw const address).cast(), size_of_val(&address) as u32) }
-            != 0
-            || unsafe { libc::listen(fd.as_raw_fd(), 1) } != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(fd)
-    }
-
-    /// Connect to the listening socket at PATH.
-    pub fn connect(path: &Path) -> io::Result<Channel> {
-        let fd = socket(0)?;
-        let address = address(path)?;
-        // SAFETY: a socket we own and a valid sockaddr_un of its size.
-        if unsafe { libc::connect(fd.as_raw_fd(), (&raw const address).cast(), size_of_val(&address) as u32) }
-            != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Channel(fd))
-    }
-
-    /// The connection waiting on a listening socket, non-blocking.
-    pub fn accept(listener: &OwnedFd) -> io::Result<Channel> {
-        // SAFETY: accept4 on our listening socket, without the peer's address.
-        let fd = unsafe {
-            libc::accept4(
-                listener.as_raw_fd(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor owned by nobody else.
-        Ok(Channel(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// The peer's PID, as this process's PID namespace numbers it.
@@ -182,41 +172,61 @@ impl AsRawFd for Channel {
     }
 }
 
-fn socket(flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: a plain socket(2) call.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | flags, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// The launcher's end of the inner mode's channel, on the async runtime.
+pub struct AsyncChannel(tokio::net::UnixStream);
+
+impl From<tokio::net::UnixStream> for AsyncChannel {
+    fn from(stream: tokio::net::UnixStream) -> AsyncChannel {
+        AsyncChannel(stream)
     }
-    // SAFETY: a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn address(path: &Path) -> io::Result<libc::sockaddr_un> {
-    // SAFETY: an all-zero sockaddr_un is valid.
-    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() >= address.sun_path.len() {
-        return Err(io::Error::other(format!("{} is too long for a socket", path.display())));
+impl AsyncChannel {
+    pub async fn send(&mut self, message: &Message) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.0.write_all(&message.frame()).await
     }
-    for (slot, &byte) in address.sun_path.iter_mut().zip(bytes) {
-        *slot = byte as libc::c_char;
+
+    /// The next message; None when the other side has closed its end.
+    pub async fn recv(&mut self) -> io::Result<Option<Message>> {
+        use tokio::io::AsyncReadExt;
+        let mut length = [0u8; 4];
+        match self.0.read_exact(&mut length).await {
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            result => result?,
+        };
+        let length = u32::from_le_bytes(length) as usize;
+        if length == 0 || length > MAX_FRAME {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {length} bytes")));
+        }
+        let mut frame = vec![0u8; length];
+        self.0.read_exact(&mut frame).await?;
+        Message::parse(frame[0], &frame[1..]).map(Some)
     }
-    Ok(address)
+
+    /// The peer's PID, as this process's PID namespace numbers it.
+    pub fn peer_pid(&self) -> io::Result<u32> {
+        self.0.peer_cred()?.pid().map(|pid| pid as u32).ok_or_else(|| io::Error::other("no peer PID"))
+    }
 }
 
 /// Whether `Start` arrived on this end. Only system calls: the command's child,
 /// which shares its parent's memory, waits here.
 pub fn started(fd: RawFd) -> bool {
-    let mut byte = [0u8; 2];
-    loop {
-        // SAFETY: a two-byte buffer; a longer message is truncated and not Start.
-        let n = unsafe { libc::recv(fd, byte.as_mut_ptr().cast(), byte.len(), 0) };
-        if n >= 0 || nix::errno::Errno::last() != nix::errno::Errno::EINTR {
-            return n == 1 && byte[0] == START;
+    let expected = [1, 0, 0, 0, START];
+    let mut frame = [0u8; 5];
+    let mut got = 0;
+    while got < frame.len() {
+        // SAFETY: a buffer of the remaining length.
+        let n = unsafe { libc::read(fd, frame[got..].as_mut_ptr().cast(), frame.len() - got) };
+        match n {
+            n if n > 0 => got += n as usize,
+            0 => return false,
+            _ if nix::errno::Errno::last() == nix::errno::Errno::EINTR => {}
+            _ => return false,
         }
     }
+    frame == expected
 }
 
 #[cfg(test)]
@@ -229,37 +239,38 @@ mod tests {
         let (parent, pid1) = Channel::pair().unwrap();
         parent.send(&Message::Start).unwrap();
         parent.send(&Message::Listed).unwrap();
-        assert!(started(pid1.raw()));
+        assert!(started(pid1.as_raw_fd()));
         assert_eq!(pid1.recv().unwrap(), Some(Message::Listed));
-        let findings = Findings { termination: Some(Termination::Exited(3)), ..Findings::default() };
+        let findings = Findings {
+            termination: Some(Termination::Exited(3)),
+            orphans: vec![Orphan { pid: 42, comm: "sleep".into() }, Orphan { pid: 43, comm: "a b".into() }],
+            ..Findings::default()
+        };
         pid1.send(&Message::Orphans).unwrap();
-        pid1.send(&Message::Report(findings.clone())).unwrap();
+        pid1.send_findings(findings.clone()).unwrap();
         assert_eq!(parent.recv().unwrap(), Some(Message::Orphans));
-        assert_eq!(parent.recv().unwrap(), Some(Message::Report(findings)));
+        assert_eq!(parent.recv_findings().unwrap(), Some(findings));
         drop(pid1);
         assert_eq!(parent.recv().unwrap(), None);
     }
 
     #[test]
-    fn a_listening_socket_takes_one_connection_and_knows_its_peer() {
-        let path = std::env::temp_dir().join(format!("phasebox-channel-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let listener = Channel::listen(&path).unwrap();
-        let connected = Channel::connect(&path).unwrap();
-        let accepted = Channel::accept(&listener).unwrap();
-        assert_eq!(accepted.peer_pid().unwrap(), std::process::id());
-        connected.send(&Message::Orphans).unwrap();
-        assert_eq!(accepted.recv().unwrap(), Some(Message::Orphans));
-        assert_eq!(accepted.recv().unwrap_err().kind(), io::ErrorKind::WouldBlock);
-        std::fs::remove_file(&path).unwrap();
+    fn a_context_of_any_size_crosses_whole() {
+        let (launcher, inner) = Channel::pair().unwrap();
+        let mut context = CallerContext::example();
+        context.caller.env.push(format!("BIG={}", "x".repeat(2 << 20)).into());
+        let sent = context.clone();
+        let writer = std::thread::spawn(move || launcher.send(&Message::Context(Box::new(sent))).unwrap());
+        assert_eq!(inner.recv().unwrap(), Some(Message::Context(Box::new(context))));
+        writer.join().unwrap();
     }
 
     #[test]
     fn anything_but_start_keeps_the_command_from_starting() {
         let (parent, pid1) = Channel::pair().unwrap();
         parent.send(&Message::Listed).unwrap();
-        assert!(!started(pid1.raw()));
+        assert!(!started(pid1.as_raw_fd()));
         drop(parent);
-        assert!(!started(pid1.raw()));
+        assert!(!started(pid1.as_raw_fd()));
     }
 }

@@ -1,20 +1,19 @@
-//! The per-run files shared by the launcher and the inner mode: the caller's context
-//! (read and removed by the inner mode) and the findings it writes back.
+//! phasebox's runtime directory (/run/phasebox, $XDG_RUNTIME_DIR/phasebox) and a
+//! service-mode run's socket in it, where the launcher listens for the inner mode.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use tokio::net::UnixListener;
 
 use anyhow::{Context, Result, bail};
 
 use crate::systemd::Manager;
 
-/// The files are removed when this is dropped, whatever happened to the phase.
+/// A run's socket, where the launcher listens for the inner mode; removed when this
+/// is dropped, whatever happened to the phase.
 pub struct RunFiles {
-    pub context: PathBuf,
-    pub findings: PathBuf,
-    /// Where the launcher listens for the inner mode's channel (PrivatePIDs=).
     pub socket: PathBuf,
 }
 
@@ -33,31 +32,16 @@ pub fn directory(manager: Manager) -> PathBuf {
 
 impl RunFiles {
     pub fn paths(manager: Manager, unit: &str) -> RunFiles {
-        let dir = directory(manager);
-        RunFiles {
-            context: dir.join(format!("{unit}.context")),
-            findings: dir.join(format!("{unit}.findings")),
-            socket: dir.join(format!("{unit}.socket")),
-        }
+        RunFiles { socket: directory(manager).join(format!("{unit}.socket")) }
     }
 
-    /// Write the context file, readable only by the caller (and root).
-    pub fn write_context(&self, bytes: &[u8]) -> Result<()> {
-        let dir = self.context.parent().expect("context files live in a directory");
+    /// Listen on the socket, in a directory of the caller's own closed to others:
+    /// only the caller (and root) may connect, and the launcher checks who did.
+    pub fn listen(&self) -> Result<UnixListener> {
+        let dir = self.socket.parent().expect("run files live in a directory");
         create_private(dir)?;
-        // Rewritten when systemd refused a property and the start is retried.
-        let _ = std::fs::remove_file(&self.context);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&self.context)
-            .with_context(|| format!("creating {}", self.context.display()))?;
-        file.write_all(bytes).with_context(|| format!("writing {}", self.context.display()))
-    }
-
-    pub fn read_findings(&self) -> Option<Vec<u8>> {
-        std::fs::read(&self.findings).ok()
+        let _ = std::fs::remove_file(&self.socket);
+        UnixListener::bind(&self.socket).with_context(|| format!("listening on {}", self.socket.display()))
     }
 }
 
@@ -84,8 +68,6 @@ pub fn ensure_private(dir: &Path) -> Result<()> {
 
 impl Drop for RunFiles {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.context);
-        let _ = std::fs::remove_file(&self.findings);
         let _ = std::fs::remove_file(&self.socket);
     }
 }

@@ -171,7 +171,7 @@ pub const LEAVE_ORPHAN: &str = "sleep 1000 >/dev/null 2>&1 </dev/null & \
 pub fn is_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => phasebox::orphans::is_zombie(&stat),
+        Ok(stat) => phasebox::sys::proc::is_zombie(&stat),
     }
 }
 

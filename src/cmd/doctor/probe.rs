@@ -104,7 +104,7 @@ fn unprivileged_user_namespace(drop_root: bool, uid: u32) -> Result<()> {
 /// Run `probe` in a forked child and return what it reported. The child's changes
 /// (namespaces, identity) die with it.
 fn in_child(probe: impl FnOnce() -> String) -> Result<String> {
-    let (mut read, write) = crate::phase::pipe()?;
+    let (mut read, write) = pipe()?;
     // SAFETY: doctor forks before it starts any thread, and the child only makes
     // system calls and allocations before _exit.
     match unsafe { nix::unistd::fork() }.context("forking a probe")? {
@@ -146,4 +146,10 @@ fn portage() -> Portage {
         uid: nix::unistd::User::from_name("portage").ok().flatten().map(|user| user.uid.as_raw()),
         lingering: Path::new("/var/lib/systemd/linger/portage").exists(),
     }
+}
+
+/// A close-on-exec pipe: the read end as a File, and the write end.
+fn pipe() -> Result<(std::fs::File, std::os::fd::OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+    Ok((std::fs::File::from(read), write))
 }

@@ -1,0 +1,129 @@
+//! Scope mode, in the launcher: it forks the isolator, a child that waits on their
+//! channel until the launcher has put it in a transient scope (so systemd tracks
+//! and accounts for every process of the phase), then isolates itself and runs the
+//! phase as unshare mode does and sends its findings back.
+
+use std::os::fd::AsRawFd;
+
+use anyhow::{Context, anyhow};
+use nix::unistd::Pid;
+
+use super::unshare::{arm, isolate, with_time_limit};
+use super::{Outcome, Silent, conclude, runtime};
+use crate::launch::{Backend, Plan};
+use crate::phase::Orphans;
+use crate::phase::supervise::{Supervisor, spawn_forwarding};
+use crate::protocol::findings::Findings;
+use crate::protocol::message::{Channel, Message};
+use crate::protocol::status::Failure;
+use crate::systemd::Manager;
+use crate::systemd::client::Client;
+use crate::systemd::properties;
+
+/// Scope mode: a child isolates itself and runs the phase once this process has
+/// put it in a transient scope. Silent: systemd did not answer, and nothing ran.
+pub fn run_scope(plan: &Plan) -> Result<Result<Outcome, Failure>, Silent> {
+    let Backend::Scope(manager) = plan.backend else { unreachable!("run_scope runs scope plans") };
+    if let Err(failure) = arm(plan) {
+        return Ok(Err(failure));
+    }
+    Ok(in_scope(plan, manager)?.map(with_time_limit))
+}
+
+fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, Silent> {
+    let failed = |error: anyhow::Error| Ok(Err(error.into()));
+    let (channel, isolator_end) = match Channel::pair().context("creating the phase's channel") {
+        Ok(pair) => pair,
+        Err(error) => return failed(error),
+    };
+    let launcher_fd = channel.as_raw_fd();
+    // Forked before any thread exists: the child may create a user namespace.
+    let isolator = spawn_forwarding(Supervisor::Isolator, move || {
+        // Only the launcher may hold its end, or the end of file never comes.
+        let _ = nix::unistd::close(launcher_fd);
+        let findings = match isolator_end.recv() {
+            // The launcher has put this process in the scope.
+            Ok(Some(Message::Start)) => isolate(plan, Orphans::Cgroup, || ()),
+            _ => Findings {
+                setup_error: Some("the launcher did not start the phase".into()),
+                ..Findings::default()
+            },
+        };
+        let _ = isolator_end.send_findings(findings);
+        // SAFETY: end the child without the parent's destructors.
+        unsafe { libc::_exit(0) }
+    });
+    let isolator = match isolator.context("forking the phase's process") {
+        Ok(pid) => pid,
+        Err(error) => return failed(error),
+    };
+    // The phase's process gives up when the channel closes without Start.
+    let give_up = |channel: Channel| {
+        drop(channel);
+        crate::phase::supervise::wait_for(isolator, false);
+    };
+    let unit = format!("{}.scope", plan.unit_stem);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(failure) => {
+            give_up(channel);
+            return Ok(Err(failure));
+        }
+    };
+    let mut client = match rt.block_on(super::connect(manager)) {
+        Ok(client) => client,
+        Err(silent) => {
+            give_up(channel);
+            return Err(silent);
+        }
+    };
+    plan.announce();
+    if let Err(failure) = rt.block_on(start_scope(&mut client, plan, &unit, isolator)) {
+        give_up(channel);
+        return Ok(Err(failure));
+    }
+    if let Err(error) = channel.send(&Message::Start).context("starting the phase's process") {
+        return failed(error);
+    }
+    let findings = channel.recv_findings().ok().flatten().unwrap_or_default();
+    crate::phase::supervise::wait_for(isolator, false);
+    // Without a PID namespace the orphans outlive the command: stopping the scope
+    // kills them (SIGTERM, then SIGKILL after TimeoutStopSec). With one, the kernel
+    // kills them as PID 1 exits, but a phase that was stopped may have had its
+    // process killed before PID 1: stopping the scope waits until all are gone.
+    let stopped = crate::phase::supervise::stopped_by().is_some() || crate::phase::supervise::timed_out();
+    if (stopped || (!plan.wanted.pid && !findings.orphans.is_empty()))
+        && let Err(error) = rt.block_on(client.stop(&unit))
+    {
+        return failed(error);
+    }
+    // When phasebox returns, its unit is gone.
+    if let Err(error) = rt.block_on(client.wait_gone(&unit)) {
+        return failed(error);
+    }
+    Ok(conclude(findings, None, &format!(" (scope {unit})")))
+}
+
+/// A transient scope holding the phase's process, started before the phase is.
+async fn start_scope(client: &mut Client, plan: &Plan, unit: &str, isolator: Pid) -> Result<(), Failure> {
+    let mut list = vec![
+        properties::description(&plan.description),
+        properties::slice(&plan.slice),
+        properties::pids(vec![isolator.as_raw() as u32]),
+        properties::collect_inactive_or_failed(),
+    ];
+    list.extend(properties::accounting());
+    if !plan.user_sets_timeout_stop {
+        list.push(properties::timeout_stop_usec(super::service::DEFAULT_TIMEOUT_STOP_USEC));
+    }
+    list.extend(plan.unit_properties.iter().cloned());
+    if plan.verbose {
+        super::announce_unit(&format!("starting {unit}"), &list);
+    }
+    client.watch_unit(unit).await?;
+    let job = client.start(unit, &list).await.map_err(|e| super::service::explain_start_error(e, unit))?;
+    match client.job_result(unit, &job).await?.as_str() {
+        "done" => Ok(()),
+        result => Err(anyhow!("systemd could not start {unit} (job result: {result})").into()),
+    }
+}

@@ -26,7 +26,7 @@ pub enum Subcommand {
         json: bool,
         policy: Inputs,
     },
-    /// The unit's ExecStart in service mode, with its context file.
+    /// The unit's ExecStart in service mode, with the launcher's socket.
     Inner(PathBuf),
 }
 
@@ -38,7 +38,7 @@ pub fn main(subcommand: Subcommand) -> u8 {
         Subcommand::Run(flags) => run::run(*flags),
         Subcommand::Policy(inputs) => policy::print(&inputs).map(|()| 0).map_err(Failure::from),
         Subcommand::Report(file) => report::print(&file).map(|()| 0).map_err(Failure::from),
-        Subcommand::Ps => Ok(ps::print()),
+        Subcommand::Ps => ps::print().map_err(Failure::from),
         Subcommand::Stop(targets) => {
             stop::stop(&targets).map(|()| 0).map_err(|e| Failure::new(stop::FAILED, e))
         }

@@ -4,9 +4,12 @@ use crate::cmd::running::{self, Running};
 use crate::report::columns::{align, or_dash};
 use crate::report::{bytes, seconds};
 use crate::systemd::Manager;
+use crate::systemd::session::Session;
 
-pub fn print() -> u8 {
-    let (mut phases, unreachable) = running::list();
+use anyhow::Result;
+
+pub fn print() -> Result<u8> {
+    let (mut phases, unreachable) = running::list(&mut Session::new()?);
     phases.sort_by_key(|p| p.since_micros);
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
@@ -14,7 +17,7 @@ pub fn print() -> u8 {
     for why in &unreachable {
         crate::notice!("phasebox: {why}");
     }
-    if unreachable.is_empty() { 0 } else { 1 }
+    Ok(if unreachable.is_empty() { 0 } else { 1 })
 }
 
 fn render(phases: &[Running], now_micros: u64) -> String {

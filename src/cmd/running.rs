@@ -10,6 +10,7 @@ use crate::plan::mode::Reach;
 use crate::plan::policy::package::Package;
 use crate::protocol::registry::{self, Listed};
 use crate::systemd::client::Client;
+use crate::systemd::session::{Session, Unanswered};
 use crate::systemd::{Manager, unit_name};
 
 /// How long a manager may take to answer before `ps` reports it unreachable.
@@ -75,14 +76,14 @@ pub fn is_phase_of(stem: &str, category: &str, name: &str) -> bool {
 }
 
 /// Every running phase this caller can see, and what could not be asked.
-pub fn list() -> (Vec<Running>, Vec<String>) {
+pub fn list(session: &mut Session) -> (Vec<Running>, Vec<String>) {
     let mut phases = Vec::new();
     let mut unreachable = Vec::new();
     for manager in [Manager::System, Manager::User] {
         if !Reach::of_host(manager).usable() {
             continue;
         }
-        match units_of(manager) {
+        match units_of(session, manager) {
             Ok(units) => phases.extend(units),
             Err(error) => unreachable.push(format!("{error:#}")),
         }
@@ -94,17 +95,17 @@ pub fn list() -> (Vec<Running>, Vec<String>) {
     (phases, unreachable)
 }
 
-fn units_of(manager: Manager) -> Result<Vec<Running>> {
-    let runtime = crate::systemd::runtime()?;
-    runtime.block_on(async {
-        tokio::time::timeout(ASK_WITHIN, ask(manager)).await.with_context(|| {
-            format!("the {} manager did not answer within {} s", manager.name(), ASK_WITHIN.as_secs())
-        })?
-    })
+fn units_of(session: &mut Session, manager: Manager) -> Result<Vec<Running>> {
+    let asked = session
+        .with(manager, ASK_WITHIN, async |client| tokio::time::timeout(ASK_WITHIN, ask(client)).await)
+        .map_err(|Unanswered(error)| error)?;
+    asked.with_context(|| {
+        format!("the {} manager did not answer within {} s", manager.name(), ASK_WITHIN.as_secs())
+    })?
 }
 
-async fn ask(manager: Manager) -> Result<Vec<Running>> {
-    let client = Client::connect(manager).await?;
+async fn ask(client: &Client) -> Result<Vec<Running>> {
+    let manager = client.kind;
     let mut phases = Vec::new();
     for (unit, description, _, active, ..) in client.phase_units().await? {
         if active != "active" && active != "activating" && active != "deactivating" {

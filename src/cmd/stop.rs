@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::running::{self, Running};
-use crate::systemd::client::Client;
+use crate::launch::CONNECT_WITHIN;
+use crate::systemd::session::{Session, Unanswered};
 
 /// The status of a stop that matched nothing or could not stop a phase.
 pub const FAILED: u8 = 1;
@@ -18,7 +19,8 @@ const UNSHARE_STOP_WITHIN: Duration =
 /// Stop every phase a target names: a unit (with or without its .service/.scope), an
 /// `unshare-PID` from `phasebox ps`, a package as CAT/PF, or all its versions as CAT/PN.
 pub fn stop(targets: &[String]) -> Result<()> {
-    let (phases, unreachable) = running::list();
+    let mut session = Session::new()?;
+    let (phases, unreachable) = running::list(&mut session);
     for target in targets {
         let chosen: Vec<&Running> = phases.iter().filter(|p| names(p, target)).collect();
         if chosen.is_empty() {
@@ -27,7 +29,7 @@ pub fn stop(targets: &[String]) -> Result<()> {
             bail!("no running phase matches {target}; `phasebox ps` lists them{also}");
         }
         for phase in chosen {
-            stop_one(phase).with_context(|| format!("stopping {}", phase.id))?;
+            stop_one(&mut session, phase).with_context(|| format!("stopping {}", phase.id))?;
             crate::output!("stopped {}\n", phase.id);
         }
     }
@@ -43,12 +45,11 @@ fn names(phase: &Running, target: &str) -> bool {
     target.split_once('/').is_some_and(|(category, name)| phase.is_of(category, name))
 }
 
-fn stop_one(phase: &Running) -> Result<()> {
+fn stop_one(session: &mut Session, phase: &Running) -> Result<()> {
     match (phase.manager, phase.main_pid) {
-        (Some(manager), _) => {
-            let runtime = crate::systemd::runtime()?;
-            runtime.block_on(async { Client::connect(manager).await?.stop(&phase.id).await })
-        }
+        (Some(manager), _) => session
+            .with(manager, CONNECT_WITHIN, async |client| client.stop(&phase.id).await)
+            .map_err(|Unanswered(error)| error)?,
         // The launcher stops its phase on SIGTERM, and exits once all of it is gone.
         (None, Some(pid)) => crate::protocol::registry::stop_unshare(pid, UNSHARE_STOP_WITHIN),
         (None, None) => bail!("it has no process to signal"),

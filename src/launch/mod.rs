@@ -16,8 +16,8 @@ use crate::protocol::status::{Failure, Limit, Termination};
 use crate::protocol::usage::Usage;
 use crate::sys::namespaces::{Kind, Set};
 use crate::systemd::Manager;
-use crate::systemd::client::Client;
 use crate::systemd::properties::Property;
+use crate::systemd::session::{Session, Unanswered};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -117,20 +117,9 @@ pub struct Launched {
 
 /// How long connecting to a manager that has a bus may take before `--mode auto`
 /// treats it as not answering.
-const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+pub const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
-/// systemd's bus is there but connecting to it failed: `--mode auto` falls back.
-pub struct Silent(pub anyhow::Error);
-
-impl Silent {
-    /// What failed, in the fewest words (the bus's own error).
-    pub fn reason(&self) -> String {
-        self.0.root_cause().to_string()
-    }
-}
-
-/// Run the plan.
-/// Run the plan. Silent: `--mode auto` found systemd's bus but systemd did not
+/// Run the plan. SilentBus: `--mode auto` found systemd's bus but systemd did not
 /// answer on it, and nothing ran: the caller decides again, knowing that.
 pub fn launch(plan: Plan) -> Result<Launched, SilentBus> {
     let mut launched = launch_backend(plan)?;
@@ -167,31 +156,36 @@ pub struct SilentBus {
 fn launch_backend(plan: Plan) -> Result<Launched, SilentBus> {
     let (backend, wanted) = (plan.backend, plan.wanted);
     let done = |result| Ok(Launched { backend, wanted, result });
-    let silent = |plan: &Plan, silent: Silent| SilentBus {
+    let silent = |plan: &Plan, silent: Unanswered| SilentBus {
         bus: plan.bus.clone().unwrap_or_default(),
         reason: silent.reason(),
     };
     match backend {
         Backend::Service(manager) => {
-            let runtime = match runtime() {
-                Ok(runtime) => runtime,
-                Err(failure) => return done(Err(failure)),
+            let mut session = match Session::new() {
+                Ok(session) => session,
+                Err(error) => return done(Err(error.into())),
             };
-            match runtime.block_on(connect(manager)) {
-                Ok(client) => {
+            match session.connect(manager, CONNECT_WITHIN) {
+                Ok(()) => {
                     plan.announce();
-                    done(runtime.block_on(service::run(plan, client)))
+                    match session
+                        .with(manager, CONNECT_WITHIN, async |client| service::run(plan, client).await)
+                    {
+                        Ok(result) => done(result),
+                        Err(Unanswered(error)) => done(Err(error.into())),
+                    }
                 }
-                // No thread of the runtime may outlive it: unshare mode forks and may
-                // create a user namespace.
+                // The session is dropped before unshare mode forks: no thread of its
+                // runtime may outlive it there.
                 Err(error) if plan.auto => Err(silent(&plan, error)),
-                Err(Silent(error)) => done(Err(error.into())),
+                Err(Unanswered(error)) => done(Err(error.into())),
             }
         }
         Backend::Scope(_) => match scope::run_scope(&plan) {
             Ok(result) => done(result),
             Err(error) if plan.auto => Err(silent(&plan, error)),
-            Err(Silent(error)) => done(Err(error.into())),
+            Err(Unanswered(error)) => done(Err(error.into())),
         },
         Backend::Unshare => {
             plan.announce();
@@ -205,29 +199,12 @@ fn launch_backend(plan: Plan) -> Result<Launched, SilentBus> {
     }
 }
 
-/// Connect to a manager whose bus was found, within CONNECT_WITHIN.
-pub async fn connect(manager: Manager) -> Result<Client, Silent> {
-    match tokio::time::timeout(CONNECT_WITHIN, Client::connect(manager)).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(error)) => Err(Silent(error)),
-        Err(_) => Err(Silent(anyhow!(
-            "systemd did not answer within {} s on the {} bus",
-            CONNECT_WITHIN.as_secs(),
-            manager.bus()
-        ))),
-    }
-}
-
 /// -v: the unit about to be started and every property sent, with its signature.
 fn announce_unit(heading: &str, properties: &[Property]) {
     crate::notice!("phasebox: {heading}");
     for property in properties {
         crate::notice!("phasebox:   {property} ({})", property.signature());
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    Ok(crate::systemd::runtime()?)
 }
 
 /// Turn what the phase's supervisor found into the outcome, or into phasebox's

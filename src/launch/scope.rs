@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use nix::unistd::Pid;
 
 use super::unshare::{arm, isolate, with_time_limit};
-use super::{Outcome, Silent, conclude, runtime};
+use super::{CONNECT_WITHIN, Outcome, conclude};
 use crate::launch::{Backend, Plan};
 use crate::phase::Orphans;
 use crate::phase::supervise::{Supervisor, spawn_forwarding};
@@ -19,10 +19,11 @@ use crate::protocol::status::Failure;
 use crate::systemd::Manager;
 use crate::systemd::client::Client;
 use crate::systemd::properties;
+use crate::systemd::session::{Session, Unanswered};
 
 /// Scope mode: a child isolates itself and runs the phase once this process has
-/// put it in a transient scope. Silent: systemd did not answer, and nothing ran.
-pub fn run_scope(plan: &Plan) -> Result<Result<Outcome, Failure>, Silent> {
+/// put it in a transient scope. Unanswered: systemd did not answer, and nothing ran.
+pub fn run_scope(plan: &Plan) -> Result<Result<Outcome, Failure>, Unanswered> {
     let Backend::Scope(manager) = plan.backend else { unreachable!("run_scope runs scope plans") };
     if let Err(failure) = arm(plan) {
         return Ok(Err(failure));
@@ -30,7 +31,7 @@ pub fn run_scope(plan: &Plan) -> Result<Result<Outcome, Failure>, Silent> {
     Ok(in_scope(plan, manager)?.map(with_time_limit))
 }
 
-fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, Silent> {
+fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, Unanswered> {
     let failed = |error: anyhow::Error| Ok(Err(error.into()));
     let (channel, isolator_end) = match Channel::pair().context("creating the phase's channel") {
         Ok(pair) => pair,
@@ -63,22 +64,22 @@ fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, S
         crate::phase::supervise::wait_for(isolator, false);
     };
     let unit = format!("{}.scope", plan.unit_stem);
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(failure) => {
+    let mut session = match Session::new() {
+        Ok(session) => session,
+        Err(error) => {
             give_up(channel);
-            return Ok(Err(failure));
+            return failed(error);
         }
     };
-    let mut client = match rt.block_on(super::connect(manager)) {
-        Ok(client) => client,
-        Err(silent) => {
-            give_up(channel);
-            return Err(silent);
-        }
-    };
+    if let Err(unanswered) = session.connect(manager, CONNECT_WITHIN) {
+        give_up(channel);
+        return Err(unanswered);
+    }
     plan.announce();
-    if let Err(failure) = rt.block_on(start_scope(&mut client, plan, &unit, isolator)) {
+    // Connected above: a call can fail, not the connection.
+    let started = session
+        .with(manager, CONNECT_WITHIN, async |client| start_scope(client, plan, &unit, isolator).await);
+    if let Err(failure) = started.unwrap_or_else(|Unanswered(error)| Err(error.into())) {
         give_up(channel);
         return Ok(Err(failure));
     }
@@ -93,12 +94,17 @@ fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, S
     // process killed before PID 1: stopping the scope waits until all are gone.
     let stopped = crate::phase::supervise::stopped_by().is_some() || crate::phase::supervise::timed_out();
     if (stopped || (!plan.wanted.pid && !findings.orphans.is_empty()))
-        && let Err(error) = rt.block_on(client.stop(&unit))
+        && let Err(error) = session
+            .with(manager, CONNECT_WITHIN, async |client| client.stop(&unit).await)
+            .unwrap_or_else(|Unanswered(error)| Err(error))
     {
         return failed(error);
     }
     // When phasebox returns, its unit is gone.
-    if let Err(error) = rt.block_on(client.wait_gone(&unit)) {
+    if let Err(error) = session
+        .with(manager, CONNECT_WITHIN, async |client| client.wait_gone(&unit).await)
+        .unwrap_or_else(|Unanswered(error)| Err(error))
+    {
         return failed(error);
     }
     Ok(conclude(findings, None, &format!(" (scope {unit})")))

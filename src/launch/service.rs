@@ -83,7 +83,7 @@ impl Split {
     }
 }
 
-pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
+pub async fn run(plan: Plan, client: &mut Client) -> Result<Outcome, Failure> {
     let manager = client.kind;
     let unit = format!("{}.service", plan.unit_stem);
     let files = RunFiles::paths(manager, &unit);
@@ -100,7 +100,7 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     let mut stop_requests = StopRequests::new()?;
     let listener = files.listen()?;
 
-    let job = start_negotiating(&client, &unit, &mut split, plan.verbose, |split| {
+    let job = start_negotiating(client, &unit, &mut split, plan.verbose, |split| {
         Ok(unit_properties(&plan, manager, split, &exec_path, &files, stdio.raw()))
     })
     .await?;
@@ -117,7 +117,7 @@ pub async fn run(plan: Plan, mut client: Client) -> Result<Outcome, Failure> {
     let served = RefCell::new(Served::default());
     let status = {
         let serving = serve(&listener, &context, &unit, &served);
-        let following = follow::follow(&mut client, &unit, changes, &mut stop_requests, plan.context.quiet);
+        let following = follow::follow(client, &unit, changes, &mut stop_requests, plan.context.quiet);
         tokio::pin!(serving, following);
         let status = tokio::select! {
             status = &mut following => status?,

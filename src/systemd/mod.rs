@@ -3,6 +3,7 @@
 pub mod client;
 pub mod properties;
 pub mod proxies;
+pub mod session;
 pub mod unit_name;
 pub mod value_syntax;
 
@@ -86,16 +87,8 @@ pub fn is_disconnect(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Set once a session's runtime exists: only it starts threads in phasebox.
 static RUNTIME_MADE: AtomicBool = AtomicBool::new(false);
-
-/// The single-threaded async runtime every D-Bus conversation runs on. phasebox
-/// forks and creates namespaces, so it must be a single-threaded process whenever
-/// it does: the runtime's blocking pool (zbus reads credentials and resolves
-/// addresses there) may start threads, which dropping the runtime joins.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    RUNTIME_MADE.store(true, Ordering::Relaxed);
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
-}
 
 /// Check that this process has one thread, before it forks or creates a user
 /// namespace. Only the async runtime starts threads: a process that never made one

@@ -11,12 +11,14 @@ use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
 use nix::unistd::{ForkResult, Gid, Uid};
 
 use super::{Cgroup, Facts, Namespaces, Portage};
+use crate::launch::CONNECT_WITHIN;
 use crate::plan::mode::{Lost, Reach};
 use crate::protocol::findings::Findings;
 use crate::protocol::findings::{Cause, Missing};
 use crate::sys::host::Linux;
 use crate::sys::namespaces::{Kind, Set};
 use crate::systemd::Manager;
+use crate::systemd::session::Session;
 
 /// The uid root probes unprivileged user namespaces as when there is no portage user.
 const NOBODY: u32 = 65534;
@@ -28,13 +30,13 @@ pub fn gather() -> Result<Facts> {
     // The probes fork: do it while this process has a single thread, before the
     // async runtime exists.
     let namespaces = namespaces(uid, portage.uid.unwrap_or(NOBODY))?;
-    let runtime = crate::systemd::runtime()?;
+    let mut session = Session::new()?;
     Ok(Facts {
         uid,
         manager,
         systemd_running: Path::new("/run/systemd/system").exists(),
-        system: reach(Manager::System, &runtime),
-        user: reach(Manager::User, &runtime),
+        system: reach(Manager::System, &mut session),
+        user: reach(Manager::User, &mut session),
         lost: Lost::of_this_caller(manager),
         namespaces,
         cgroup: cgroup(),
@@ -43,12 +45,12 @@ pub fn gather() -> Result<Facts> {
 }
 
 /// The bus `run` would use, and whether systemd answers on it, as `run` connects.
-fn reach(manager: Manager, runtime: &tokio::runtime::Runtime) -> Reach {
+fn reach(manager: Manager, session: &mut Session) -> Reach {
     let found = Reach::of_host(manager);
     let Reach::Found(bus) = found else { return found };
-    match runtime.block_on(crate::launch::connect(manager)) {
-        Ok(client) => Reach::Answered { bus, version: runtime.block_on(client.version()).ok() },
-        Err(silent) => Reach::Silent { bus, error: silent.reason() },
+    match session.with(manager, CONNECT_WITHIN, async |client| client.version().await.ok()) {
+        Ok(version) => Reach::Answered { bus, version },
+        Err(unanswered) => Reach::Silent { bus, error: unanswered.reason() },
     }
 }
 

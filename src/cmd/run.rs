@@ -1,5 +1,11 @@
 //! `phasebox run`, in the launcher: resolve the flags, plan the phase, open the
 //! report, launch it, report how it went — each a step.
+//!
+//! Process: the launcher, the phasebox the caller started. Namespaces: the caller's.
+//! Threads: one, and a systemd session's runtime while it talks to systemd (dropped
+//! before any fork). Signals: SIGPIPE ignored; SIGINT, SIGTERM and SIGHUP stop the
+//! phase (see the mode's file). Reports: the phase's exit status (or 123-125, 128+N),
+//! the summary on stderr and the --report record.
 
 use anyhow::anyhow;
 

@@ -2,6 +2,12 @@
 //! channel until the launcher has put it in a transient scope (so systemd tracks
 //! and accounts for every process of the phase), then isolates itself and runs the
 //! phase as unshare mode does and sends its findings back.
+//!
+//! Processes: the launcher (here, and the systemd session while it asks for the scope)
+//! and the isolator it forks before any thread exists. The isolator: the caller's
+//! namespaces until it creates the phase's own; one thread; forwards SIGINT, SIGTERM,
+//! SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the phase; dies with the launcher
+//! (PR_SET_PDEATHSIG); sends Findings over the channel and exits.
 
 use std::os::fd::AsRawFd;
 

@@ -1,6 +1,13 @@
 //! The service backend, in systemd-run's steps: build properties, listen, start
 //! (negotiating what this systemd supports), wait for the unit to end without losing
 //! a fast one, read its status, report.
+//!
+//! Process: the launcher. Namespaces: the caller's; the phase's are systemd's and the
+//! inner mode's. Threads: the systemd session's current-thread runtime. Signals:
+//! SIGINT, SIGTERM and SIGHUP are read by the runtime and stop the unit (systemd starts
+//! services in a session of their own, so a terminal's Ctrl-C reaches the phase only
+//! this way). Talks to: systemd over D-Bus; the inner mode over UNIT.socket (context
+//! out, orphans named, findings back).
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};

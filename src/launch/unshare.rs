@@ -2,6 +2,11 @@
 //! unshare(2), lists the phase for `phasebox ps` while PID 1 prepares, and runs
 //! the command, which inherits everything the caller has (every descriptor, the
 //! terminal, the mount namespace and root). Also what scope mode's isolator runs.
+//!
+//! Process: the launcher itself runs the phase (`run_phase`): it creates the phase's
+//! namespaces in its own process, so it must have one thread (checked). Signals:
+//! forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to PID 1 or the
+//! command; --timeout is its SIGALRM. Reports: its own findings, to `conclude`.
 
 use super::{Outcome, conclude};
 use crate::launch::Plan;

@@ -2,9 +2,14 @@
 //! everything it needs made beforehand so that starting it makes system calls only.
 //! Spawned, the command starts in a child that shares phasebox's memory until its
 //! execve, as posix_spawn's child does: no page tables are copied and no page is
-//! copied on write, which a fork of phasebox costs (a quarter of a millisecond in a
-//! PID namespace's PID 1 here). posix_spawn itself can't wait for a gate, set
-//! PR_SET_PDEATHSIG or give signals the caller ignored back to the command.
+//! copied on write, which a fork of phasebox costs. posix_spawn itself can't wait
+//! for a gate, set PR_SET_PDEATHSIG or give signals the caller ignored back to the
+//! command.
+//!
+//! Process: the command's child until its execve, sharing its parent's memory; it
+//! dies with its parent (PR_SET_PDEATHSIG). Signals: all blocked from the spawn to
+//! the execve, then the caller's mask and dispositions. Reports: an execve that
+//! failed, as the errno its parent reads (126/127).
 
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;

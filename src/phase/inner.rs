@@ -7,6 +7,11 @@
 //! orphans left in the cgroup (or, as the PID 1 systemd made, has the launcher name
 //! them); sends the findings back over the channel; and exits the way the command
 //! did.
+//!
+//! Process: the unit's main process. Namespaces: what systemd gave the unit, plus
+//! what this process creates. Threads: one. Signals: SIGPIPE ignored; forwards
+//! `supervise::FORWARDED` to the command; systemd's stop signal reaches it as the
+//! unit's main process. Reports: `Findings` over UNIT.socket; exits as the command did.
 
 use std::path::Path;
 

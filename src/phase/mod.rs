@@ -4,6 +4,11 @@
 //! caller's fork, verifies, supervises, and says what was found. It runs in the
 //! process that runs the phase: the launcher in unshare mode, the isolator in scope
 //! mode, the inner mode in a service.
+//!
+//! Threads: one, always (it forks and creates namespaces). Signals: the ones in
+//! `supervise::FORWARDED` are caught and passed on to PID 1 or the command. Reports:
+//! `Findings` (missing isolations with their causes, orphans, usage, the command's
+//! termination), which its caller sends on or concludes from.
 
 pub mod exec;
 pub mod inner;

@@ -6,6 +6,11 @@
 //! channel (`protocol::message`), and reports its findings there. It holds nothing
 //! of the namespace above (no descriptor of the outer /proc): its parent names what
 //! is left, by the PIDs the caller knows.
+//!
+//! Process: PID 1 of the phase's PID namespace. Namespaces: the phase's, plus a mount
+//! namespace of its own. Threads: one. Signals: forwards the signals of
+//! `supervise::FORWARDED` to the command; dies with its parent (PR_SET_PDEATHSIG).
+//! Reports: `Findings` over its channel to the process that forked it.
 
 use std::os::fd::AsRawFd;
 

@@ -143,7 +143,7 @@ pub fn die_with(parent: libc::pid_t) {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         // The parent may have died before that: then we are reparented (a new
-        // PID namespace's PID 1 sees 0 here; it learns from its pipes instead).
+        // PID namespace's PID 1 sees 0 here; it learns from its channel instead).
         let ppid = libc::getppid();
         if ppid != parent && ppid != 0 {
             libc::_exit(PHASEBOX_FAILED as libc::c_int);

@@ -3,6 +3,11 @@
 //! it. A small watcher process, forked by the inner mode before anything else, waits
 //! for the launcher to die and then kills every process of the unit, so systemd
 //! stops it at once. The watcher dies with the inner mode.
+//!
+//! Process: the watcher, forked by the inner mode. Namespaces: the unit's, as systemd
+//! made them (forked before the inner mode creates any). Threads: one. Signals: the
+//! inner mode's mask and dispositions; dies with the inner mode (PR_SET_PDEATHSIG).
+//! Reports: nothing; it kills the unit's processes (cgroup.kill) when the launcher dies.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};

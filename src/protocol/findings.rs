@@ -1,6 +1,6 @@
-//! What the process that ran the command found, sent back to the launcher (through
-//! a file from the inner mode, a pipe from the scope and unshare backends): missing
-//! isolations, a setup failure, how the command ended, and the orphans it left.
+//! What the process that ran the command found, sent back to the launcher as a
+//! `Message::Report` over their channel (`protocol::message`): missing isolations,
+//! a setup failure, how the command ended, and the orphans it left.
 
 use std::fmt::Write as _;
 

@@ -78,6 +78,14 @@ fn the_command_ignores_exactly_the_signals_the_caller_ignored() {
             // SAFETY: only signal(2), in the forked child before it execs.
             unsafe {
                 cmd.pre_exec(move || {
+                    // The caller's dispositions are exactly the ones given here, whatever
+                    // this test inherited (a shell without job control runs its
+                    // background jobs with SIGINT and SIGQUIT ignored).
+                    for signal in 1..libc::SIGRTMIN() {
+                        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                            libc::signal(signal, libc::SIG_DFL);
+                        }
+                    }
                     for &signal in ignored {
                         libc::signal(signal, libc::SIG_IGN);
                     }

@@ -285,8 +285,8 @@ pub enum Artifact {
 
 #[derive(Args, Debug)]
 pub struct InnerArgs {
-    /// Path of the context file written by the launcher.
-    pub context: PathBuf,
+    /// The launcher's socket, where the inner mode gets the caller's context.
+    pub socket: PathBuf,
 }
 
 /// A subcommand's arguments, defined only once that subcommand is parsed or
@@ -363,7 +363,7 @@ impl From<Command> for Subcommand {
             Command::Doctor(Deferred(args)) => {
                 Subcommand::Doctor { json: args.json, policy: Inputs::from(args.policy) }
             }
-            Command::Inner(Deferred(args)) => Subcommand::Inner(args.context),
+            Command::Inner(Deferred(args)) => Subcommand::Inner(args.socket),
             Command::Generate(_) => unreachable!("cli::main renders it"),
         }
     }

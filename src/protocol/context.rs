@@ -126,7 +126,7 @@ impl CallerContext {
     pub fn decode(bytes: &[u8]) -> Result<CallerContext> {
         let mut d = Decoder::new(bytes);
         if d.bytes()? != MAGIC {
-            bail!("not a phasebox context file of this version");
+            bail!("not a phasebox context of this version");
         }
         let os = |b: &[u8]| OsString::from_vec(b.to_vec());
         let context = CallerContext {

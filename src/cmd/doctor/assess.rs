@@ -251,7 +251,7 @@ fn manager_fix(facts: &Facts, manager: Manager) -> String {
     }
 }
 
-/// How to get a namespace `sandbox::enter` could not create, by why it could not.
+/// How to get a namespace `phase::isolate::enter` could not create, by why it could not.
 fn namespace_fix(facts: &Facts, missing: &Missing) -> String {
     let kind = missing.kind;
     match missing.cause {

@@ -54,7 +54,7 @@ fn reach(manager: Manager, session: &mut Session) -> Reach {
     }
 }
 
-/// Create each namespace the way phasebox does (`sandbox::enter`, in a user
+/// Create each namespace the way phasebox does (`phase::isolate::enter`, in a user
 /// namespace when unprivileged), and an unprivileged user namespace, each in a child
 /// that exits afterwards.
 fn namespaces(uid: u32, unprivileged: u32) -> Result<Namespaces> {

@@ -117,16 +117,11 @@ impl Channel {
 
     /// The next message; None when the other side has closed its end.
     pub fn recv(&self) -> io::Result<Option<Message>> {
-        let mut length = [0u8; 4];
-        match (&self.0).read_exact(&mut length) {
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            result => result?,
+        let mut header = [0u8; 4];
+        if closed((&self.0).read_exact(&mut header))? {
+            return Ok(None);
         }
-        let length = u32::from_le_bytes(length) as usize;
-        if length == 0 || length > MAX_FRAME {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {length} bytes")));
-        }
-        let mut frame = vec![0u8; length];
+        let mut frame = vec![0u8; frame_length(header)?];
         (&self.0).read_exact(&mut frame)?;
         Message::parse(frame[0], &frame[1..]).map(Some)
     }
@@ -190,16 +185,11 @@ impl AsyncChannel {
     /// The next message; None when the other side has closed its end.
     pub async fn recv(&mut self) -> io::Result<Option<Message>> {
         use tokio::io::AsyncReadExt;
-        let mut length = [0u8; 4];
-        match self.0.read_exact(&mut length).await {
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            result => result?,
-        };
-        let length = u32::from_le_bytes(length) as usize;
-        if length == 0 || length > MAX_FRAME {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {length} bytes")));
+        let mut header = [0u8; 4];
+        if closed(self.0.read_exact(&mut header).await.map(drop))? {
+            return Ok(None);
         }
-        let mut frame = vec![0u8; length];
+        let mut frame = vec![0u8; frame_length(header)?];
         self.0.read_exact(&mut frame).await?;
         Message::parse(frame[0], &frame[1..]).map(Some)
     }
@@ -227,6 +217,24 @@ pub fn started(fd: RawFd) -> bool {
         }
     }
     frame == expected
+}
+
+/// Whether reading a frame's header met the end of the stream: the other side
+/// closed its end between frames.
+fn closed(read: io::Result<()>) -> io::Result<bool> {
+    match read {
+        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(true),
+        result => result.map(|()| false),
+    }
+}
+
+/// The length a frame's header gives, if it is one a peer may send.
+fn frame_length(header: [u8; 4]) -> io::Result<usize> {
+    let length = u32::from_le_bytes(header) as usize;
+    if length == 0 || length > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {length} bytes")));
+    }
+    Ok(length)
 }
 
 #[cfg(test)]

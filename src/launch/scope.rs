@@ -94,15 +94,15 @@ fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, U
     }
     let findings = channel.recv_findings().ok().flatten().unwrap_or_default();
     crate::phase::supervise::wait_for(isolator, false);
-    // Without a PID namespace the orphans outlive the command: stopping the scope
-    // kills them (SIGTERM, then SIGKILL after TimeoutStopSec). With one, the kernel
-    // kills them as PID 1 exits, but a phase that was stopped may have had its
-    // process killed before PID 1: stopping the scope waits until all are gone.
-    let stopped = crate::phase::supervise::stopped_by().is_some() || crate::phase::supervise::timed_out();
-    if (stopped || (!plan.wanted.pid && !findings.orphans.is_empty()))
-        && let Err(error) = session
-            .with(manager, CONNECT_WITHIN, async |client| client.stop(&unit).await)
-            .unwrap_or_else(|Unanswered(error)| Err(error))
+    // The phase is over: stop its scope. Without a PID namespace the orphans
+    // outlive the command, and the stop kills them (SIGTERM, then SIGKILL after
+    // TimeoutStopSec); with one, the kernel killed them as PID 1 exited, or (a
+    // stopped phase's process killed before PID 1) the stop waits until all are
+    // gone. An empty scope would end anyway, but only once systemd notices its
+    // empty cgroup, which can take longer than the whole phase.
+    if let Err(error) = session
+        .with(manager, CONNECT_WITHIN, async |client| client.stop(&unit).await)
+        .unwrap_or_else(|Unanswered(error)| Err(error))
     {
         return failed(error);
     }

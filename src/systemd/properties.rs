@@ -116,9 +116,11 @@ pub fn private_ipc(on: bool) -> Property {
 pub fn private_users(on: bool) -> Property {
     prop("PrivateUsers", PropValue::Bool(on))
 }
-/// A PID namespace whose PID 1 is the service's main process (systemd 257).
+/// A PID namespace whose PID 1 is the service's main process (systemd 257). Its
+/// D-Bus type is `s` ("yes" or "no"), unlike PrivateNetwork='s and PrivateIPC='s `b`:
+/// systemd 257 and 262 refuse a `b` with ENXIO "Unexpected message contents".
 pub fn private_pids(on: bool) -> Property {
-    prop("PrivatePIDs", PropValue::Bool(on))
+    prop("PrivatePIDs", PropValue::Str(if on { "yes" } else { "no" }.into()))
 }
 /// Kill every process of the unit's cgroup, not only the main one.
 pub fn kill_mode_control_group() -> Property {
@@ -375,6 +377,12 @@ mod tests {
 
     fn parsed(text: &str) -> Vec<Property> {
         parse_assignment(text).unwrap().properties
+    }
+
+    #[test]
+    fn private_pids_is_a_string_as_systemd_257_wants() {
+        assert_eq!(private_pids(true), prop("PrivatePIDs", PropValue::Str("yes".into())));
+        assert_eq!(private_pids(true).signature(), "s");
     }
 
     #[test]

@@ -35,7 +35,13 @@ pub fn main(socket: &Path) -> u8 {
         Ok(_) => return failed("the launcher sent no context".into()),
         Err(error) => return failed(format!("reading the context: {error}")),
     };
-    if let Err(error) = watcher::guard(context.launcher) {
+    // In a PID namespace systemd made (PrivatePIDs=), the launcher's PID names
+    // nothing here: its end of the channel closing tells that it is gone.
+    let sight = match context.pid1_by_systemd {
+        true => watcher::Sight::Hangup(std::os::fd::AsRawFd::as_raw_fd(&channel)),
+        false => watcher::Sight::Pid,
+    };
+    if let Err(error) = watcher::guard(context.launcher, sight) {
         return failed(format!("{error:#}; not starting the phase"));
     }
     let options = Options {

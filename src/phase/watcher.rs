@@ -9,7 +9,7 @@
 //! inner mode's mask and dispositions; dies with the inner mode (PR_SET_PDEATHSIG).
 //! Reports: nothing; it kills the unit's processes (cgroup.kill) when the launcher dies.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail};
@@ -34,17 +34,40 @@ pub fn end_watcher() {
     }
 }
 
+/// How the watcher learns that the launcher is gone.
+#[derive(Debug, Clone, Copy)]
+pub enum Sight {
+    /// By its PID: the launcher is in this process's PID namespace.
+    Pid,
+    /// By the hangup of this connection to it (the channel): systemd made this
+    /// process PID 1 of a PID namespace (PrivatePIDs=), where the launcher's PID
+    /// names nothing, and only the launcher holds the other end.
+    Hangup(RawFd),
+}
+
 /// Fork the watcher; fails when the launcher is already gone. Call while this
 /// process is single-threaded and before it creates namespaces.
-pub fn guard(launcher: Launcher) -> Result<()> {
-    // SAFETY: pidfd_open with a plain PID and no flags.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, launcher.pid as libc::c_int, 0) };
-    // SAFETY: a new descriptor that nothing else owns.
-    let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
-    // Checked after opening: the pidfd then refers to the launcher, not a successor.
-    if !launcher.is_alive() {
-        bail!("phasebox, which started this phase (PID {}), is gone", launcher.pid);
-    }
+pub fn guard(launcher: Launcher, sight: Sight) -> Result<()> {
+    let gone = || bail!("phasebox, which started this phase (PID {}), is gone", launcher.pid);
+    let pidfd = match sight {
+        Sight::Pid => {
+            // SAFETY: pidfd_open with a plain PID and no flags.
+            let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, launcher.pid as libc::c_int, 0) };
+            // SAFETY: a new descriptor that nothing else owns.
+            let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
+            // Checked after opening: the pidfd then refers to the launcher, not a successor.
+            if !launcher.is_alive() {
+                return gone();
+            }
+            pidfd
+        }
+        Sight::Hangup(fd) => {
+            if hung_up(fd, 0) {
+                return gone();
+            }
+            None
+        }
+    };
     let inner = nix::unistd::getpid();
     // SAFETY: the inner mode is single-threaded here.
     match unsafe { fork() }.context("forking the launcher's watcher")? {
@@ -52,7 +75,13 @@ pub fn guard(launcher: Launcher) -> Result<()> {
             // SAFETY: a prctl with plain integer arguments.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
             if nix::unistd::getppid() == inner {
-                watch(launcher, pidfd);
+                match sight {
+                    Sight::Pid => watch(launcher, pidfd),
+                    Sight::Hangup(fd) => {
+                        while !hung_up(fd, -1) {}
+                        stop_all(launcher);
+                    }
+                }
             }
             // SAFETY: leave without the inner mode's destructors.
             unsafe { libc::_exit(0) }
@@ -91,6 +120,30 @@ fn watch(launcher: Launcher, pidfd: Option<OwnedFd>) {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+    stop_all(launcher);
+}
+
+/// Whether the peer of the connected socket `fd` has closed it, waiting up to
+/// `timeout_ms` (-1: until it has, or until poll fails other than by EINTR, which
+/// counts as closed: a wait that can't be trusted must not hold a phase).
+fn hung_up(fd: RawFd, timeout_ms: i32) -> bool {
+    let mut poll = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+    loop {
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut poll, 1, timeout_ms) } {
+            0 => return false,
+            n if n > 0 => {
+                return poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL)
+                    != 0;
+            }
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
+            _ => return true,
+        }
+    }
+}
+
+/// The launcher is gone: SIGKILL every other process of our cgroup.
+fn stop_all(launcher: Launcher) {
     crate::notice!("phasebox: the launcher (PID {}) is gone; stopping the phase", launcher.pid);
     // All at once, this watcher included, where the kernel can (5.14).
     if crate::sys::proc::kill_own_cgroup().is_ok() {

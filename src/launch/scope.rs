@@ -93,6 +93,9 @@ fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, U
         return failed(error);
     }
     let findings = channel.recv_findings().ok().flatten().unwrap_or_default();
+    // A scope has no Result systemd would set to oom-kill on every version: the
+    // phase's process read its cgroup's memory.events before it reported.
+    let oom_killed = findings.oom_killed;
     crate::phase::supervise::wait_for(isolator, false);
     // The phase is over: stop its scope. Without a PID namespace the orphans
     // outlive the command, and the stop kills them (SIGTERM, then SIGKILL after
@@ -113,7 +116,19 @@ fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, U
     {
         return failed(error);
     }
-    Ok(conclude(findings, None, &format!(" (scope {unit})")))
+    Ok(conclude(findings, None, &format!(" (scope {unit})"))
+        .map(|outcome| with_memory_limit(outcome, oom_killed)))
+}
+
+/// The command was SIGKILLed and the kernel's OOM killer had acted in the scope:
+/// the phase ran out of memory (--memory-max, MemoryMax=), as a service's oom-kill
+/// result says in service mode.
+fn with_memory_limit(outcome: Outcome, oom_killed: bool) -> Outcome {
+    let killed = outcome.termination == crate::protocol::status::Termination::Signaled(libc::SIGKILL);
+    match oom_killed && killed && outcome.limit.is_none() {
+        true => Outcome { limit: Some(crate::protocol::status::Limit::Memory), ..outcome },
+        false => outcome,
+    }
 }
 
 /// A transient scope holding the phase's process, started before the phase is.

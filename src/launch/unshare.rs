@@ -42,7 +42,10 @@ pub(super) fn arm(plan: &Plan) -> Result<(), Failure> {
 
 /// The phase ran past --timeout when phasebox's timer stopped it.
 pub(super) fn with_time_limit(outcome: Outcome) -> Outcome {
-    Outcome { limit: crate::phase::supervise::timed_out().then_some(Limit::Time), ..outcome }
+    Outcome {
+        limit: crate::phase::supervise::timed_out().then_some(Limit::Time).or(outcome.limit),
+        ..outcome
+    }
 }
 
 /// Isolate, run the command.

@@ -130,6 +130,7 @@ pub fn run_phase<Started>(
 fn with_own_cgroups_usage(options: &Options, findings: &mut Findings) {
     if options.own_cgroup {
         findings.usage = findings.usage.map(crate::protocol::usage::Usage::with_own_cgroup);
+        findings.oom_killed |= crate::protocol::usage::own_cgroup_oom_kills() > 0;
     }
 }
 

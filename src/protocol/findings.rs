@@ -130,6 +130,9 @@ pub struct Findings {
     pub orphans: Vec<Orphan>,
     /// What the command and the processes reaped with it used.
     pub usage: Option<Usage>,
+    /// The kernel's OOM killer killed a process of the phase's own cgroup (its
+    /// memory.events), where the phase has a cgroup of its own.
+    pub oom_killed: bool,
 }
 
 impl Findings {
@@ -160,6 +163,9 @@ impl Findings {
         if let Some(usage) = self.usage {
             let _ = writeln!(out, "usage {}", usage.encode());
         }
+        if self.oom_killed {
+            out.push_str("oom-killed\n");
+        }
         out
     }
 
@@ -179,6 +185,7 @@ impl Findings {
                     }
                 }
                 "refused" => findings.refused = true,
+                "oom-killed" => findings.oom_killed = true,
                 "setup-error" => findings.setup_error = Some(rest.to_string()),
                 "exited" => findings.termination = rest.parse().ok().map(Termination::Exited),
                 "signaled" => findings.termination = rest.parse().ok().map(Termination::Signaled),
@@ -203,6 +210,7 @@ impl Findings {
         self.termination = self.termination.or(other.termination);
         self.orphans.extend(other.orphans);
         self.usage = self.usage.or(other.usage);
+        self.oom_killed |= other.oom_killed;
     }
 }
 
@@ -226,6 +234,7 @@ mod tests {
             termination: Some(Termination::Signaled(9)),
             orphans: vec![Orphan { pid: 42, comm: "sleep 1".into() }, Orphan { pid: 7, comm: "a\tb".into() }],
             usage: Some(Usage { user_micros: 5, ..Usage::default() }),
+            oom_killed: true,
         };
         let decoded = Findings::decode(&findings.encode());
         assert_eq!(decoded.missing, findings.missing);
@@ -235,6 +244,7 @@ mod tests {
         assert_eq!(decoded.orphans[0], findings.orphans[0]);
         assert_eq!(decoded.orphans[1].comm, "a?b");
         assert_eq!(decoded.usage, findings.usage);
+        assert!(decoded.oom_killed);
         assert_eq!(Findings::decode("garbage\norphan x y\nexited z\n"), Findings::default());
     }
 }

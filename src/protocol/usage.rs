@@ -51,6 +51,17 @@ pub struct Usage {
 /// getrusage counts block IO in 512-byte units.
 const BLOCK: u64 = 512;
 
+/// How many processes the kernel's OOM killer killed in this process's own cgroup
+/// (`oom_kill` of memory.events; 0 where there is no such file: no memory controller).
+pub fn own_cgroup_oom_kills() -> u64 {
+    let Ok(dir) = crate::sys::proc::own_cgroup_dir() else { return 0 };
+    std::fs::read_to_string(dir.join("memory.events")).map_or(0, |text| oom_kills(&text))
+}
+
+fn oom_kills(memory_events: &str) -> u64 {
+    memory_events.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok()).unwrap_or(0)
+}
+
 impl Usage {
     /// The children this process has waited for, so far.
     pub fn of_waited_children() -> Usage {
@@ -138,6 +149,13 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_kills_come_from_memory_events() {
+        let events = "low 0\nhigh 0\nmax 31\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(oom_kills(events), 1);
+        assert_eq!(oom_kills("low 0\n"), 0);
+    }
 
     #[test]
     fn round_trip() {

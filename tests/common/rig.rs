@@ -49,6 +49,44 @@ pub fn rig_home() -> String {
     std::env::var("PHASEBOX_RIG_HOME").unwrap_or_else(|_| format!("/home/{}", rig_user().0))
 }
 
+/// How much of a load test's work to do: `PHASEBOX_RIG_SCALE`, a fraction in (0, 1],
+/// default 1 (the full load). tests/vm/suites sets it for its VMs, where TCG runs
+/// programs several times slower than natively: a test then makes fewer runs, phases
+/// or orphans, and checks every one of them exactly as at full scale. A value that
+/// is not such a fraction fails the test rather than running it at some other scale.
+pub fn scale() -> f64 {
+    match std::env::var("PHASEBOX_RIG_SCALE") {
+        Err(std::env::VarError::NotPresent) => 1.0,
+        Ok(text) => match text.parse::<f64>() {
+            Ok(s) if s > 0.0 && s <= 1.0 => s,
+            _ => panic!("PHASEBOX_RIG_SCALE={text:?}: must be a number in (0, 1]"),
+        },
+        Err(e) => panic!("PHASEBOX_RIG_SCALE: {e}"),
+    }
+}
+
+/// FULL iterations of a load test at this rig's `scale()`, rounded up, at least
+/// `at_least` (the fewest that still exercise what the test is about).
+pub fn scaled(full: usize, at_least: usize) -> usize {
+    ((full as f64 * scale()).ceil() as usize).max(at_least).min(full)
+}
+
+/// The version of the systemd the suite runs under, from `systemctl --version`
+/// (252 in the nspawn rig and the bookworm VM, 257 in trixie's, 262 in forky's).
+pub fn systemd_version() -> u32 {
+    let text = stdout(&host("systemctl", &["--version"]));
+    let word = text.split_whitespace().nth(1).unwrap_or_default();
+    word.parse().unwrap_or_else(|_| panic!("no systemd version in `systemctl --version`: {text}"))
+}
+
+/// Whether this cgroup tree has the memory controller, so that MemoryMax= is
+/// enforced and a unit has memory.peak: yes in the VMs (unified cgroup v2, every
+/// controller); no in the nspawn rig on a host with hybrid cgroups.
+pub fn memory_controller() -> bool {
+    let controllers = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+    controllers.split_whitespace().any(|c| c == "memory")
+}
+
 /// Who runs phasebox: root, or the rig's unprivileged user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Who {

@@ -5,7 +5,7 @@
 #[allow(dead_code)]
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -292,9 +292,13 @@ fn pid_namespaces_where_asked_for() {
             args.extend(["sh", "-c", "echo $$; ps -e -o pid= | wc -l"]);
             let out = run(mode, who, &args);
             // phasebox is PID 1, the shell PID 2; ps sees PID 1, the shell, ps and wc.
+            // In service mode on systemd 257+ systemd makes the namespace (PrivatePIDs=)
+            // around the inner mode, whose watcher of the launcher is then PID 2 in it:
+            // the shell is PID 3 and ps sees one process more.
+            let by_systemd = mode == "service" && rig::systemd_version() >= 257;
             assert_eq!(
                 stdout(&out).split_whitespace().collect::<Vec<_>>(),
-                ["2", "4"],
+                if by_systemd { ["3", "5"] } else { ["2", "4"] },
                 "{mode} {who:?}: {}",
                 stderr(&out)
             );
@@ -779,5 +783,210 @@ impl Drop for KilledOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// `--memory-max 64M` and a command that touches 200 MiB. Where the cgroup tree has
+/// the memory controller (the VMs: unified cgroup v2 under systemd 252, 257 and 262),
+/// the kernel's OOM killer kills it inside the unit and phasebox exits 123 with a
+/// message naming the limit, in service and scope mode, for root and for the user
+/// manager (which has memory delegated). Where it has none (the nspawn rig on a host
+/// with hybrid cgroups), systemd takes MemoryMax= but nothing enforces it: the
+/// command completes. (Unshare mode refuses --memory-max: see
+/// limits_are_enforced_or_refused_by_name.) No swap in the VMs or on the rig's host
+/// is assumed: -p MemorySwapMax=0 keeps swap out of it.
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn a_phase_over_its_memory_max_exits_123_naming_the_limit() {
+    let hog = "x = b'x' * (200 << 20); print('survived')";
+    let enforced = rig::memory_controller();
+    eprintln!("memory controller: {enforced} (systemd {})", rig::systemd_version());
+    for (mode, who) in cases().into_iter().filter(|&(mode, _)| mode != "unshare") {
+        let args = ["--memory-max", "64M", "-p", "MemorySwapMax=0", "--", "python3", "-c", hog];
+        let out = run(mode, who, &args);
+        if enforced {
+            assert_eq!(code(&out), 123, "{mode} {who:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("the phase ran out of memory (--memory-max, MemoryMax=)"),
+                "{mode} {who:?}: the limit is not named: {}",
+                stderr(&out)
+            );
+            assert_eq!(stdout(&out), "", "{mode} {who:?}");
+        } else {
+            assert_eq!(
+                (code(&out), stdout(&out)),
+                (0, "survived\n".into()),
+                "{mode} {who:?}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+/// Two processes of 100 MiB each at the same time. In service and scope mode on a
+/// cgroup tree with the memory controller (the VMs) the phase's peak is its cgroup's
+/// memory.peak, which counts both: at least 200 MiB, source "cgroup". Where there is
+/// no memory.peak (unshare mode; the nspawn rig, without the memory controller) it is
+/// the largest process's peak (rusage): at least 100 MiB, under 200 MiB, and the
+/// summary says "(largest process)".
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn the_memory_peak_is_the_whole_phases_where_its_cgroup_has_one() {
+    // Each child touches 100 MiB, says so, and waits until the parent has heard from
+    // both: the two are at their peak at the same time, with no sleep.
+    let script = "import os, sys\n\
+        r, w = os.pipe(); gr, gw = os.pipe(); kids = []\n\
+        for _ in range(2):\n\
+        \x20   pid = os.fork()\n\
+        \x20   if pid == 0:\n\
+        \x20       os.close(r); os.close(gw)\n\
+        \x20       block = b'x' * (100 << 20)\n\
+        \x20       os.write(w, b'1'); os.read(gr, 1); os._exit(0)\n\
+        \x20   kids.append(pid)\n\
+        os.close(w); os.close(gr)\n\
+        ready = b''\n\
+        while len(ready) < 2:\n\
+        \x20   chunk = os.read(r, 2)\n\
+        \x20   if not chunk: sys.exit(9)\n\
+        \x20   ready += chunk\n\
+        os.close(gw)\n\
+        sys.exit(sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in kids))\n";
+    let dir = std::path::Path::new("/var/tmp").join(format!("phasebox-peak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    const MIB: u64 = 1 << 20;
+    for (n, (mode, who)) in cases().into_iter().enumerate() {
+        let report = dir.join(format!("{n}.jsonl"));
+        let out = run(mode, who, &["--report", report.to_str().unwrap(), "python3", "-c", script]);
+        assert_eq!(code(&out), 0, "{mode} {who:?}: {}", stderr(&out));
+        let record: phasebox::report::Record =
+            serde_json::from_str(std::fs::read_to_string(&report).unwrap().trim()).unwrap();
+        let peak = record.memory_peak_bytes.unwrap();
+        let source = record.usage_sources.as_ref().map(|s| s.memory.as_str());
+        if mode != "unshare" && rig::memory_controller() {
+            assert_eq!(source, Some("cgroup"), "{mode} {who:?}: {record:?}");
+            assert!(peak >= 200 * MIB, "{mode} {who:?}: phase-wide peak {} MiB < 200 MiB", peak / MIB);
+        } else {
+            assert_eq!(source, Some("rusage"), "{mode} {who:?}: {record:?}");
+            assert!((100 * MIB..200 * MIB).contains(&peak), "{mode} {who:?}: {} MiB", peak / MIB);
+            assert!(stderr(&out).contains(" (largest process)"), "{mode} {who:?}: {}", stderr(&out));
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The host's PIDs of a process's namespaces, outermost first (its NSpid line).
+fn ns_pids(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:")).unwrap_or_default();
+    line.split_whitespace().map(|p| p.parse().unwrap()).collect()
+}
+
+/// `--pid` in service mode. systemd 257 and later (trixie, forky) make the PID
+/// namespace (PrivatePIDs=, a string property) with the inner mode as its PID 1, for
+/// the system manager and for a user manager (with PrivateUsers=); before 257
+/// (bookworm's and the nspawn rig's 252) the inner mode makes it and forks PID 1.
+/// Either way the command's orphan is named by the PID the caller sees and killed,
+/// a killed launcher ends the phase, and `doctor --json` says who makes it.
+#[test]
+#[ignore = "needs the rig: run tests/run"]
+fn pid_namespace_in_service_mode_is_systemds_from_257_as_doctor_says() {
+    if rig::place() != Place::Nspawn {
+        return assert_eq!(rig::place(), Place::Bare, "service mode needs systemd");
+    }
+    let version = rig::systemd_version();
+    let by_systemd = version >= 257;
+    eprintln!("systemd {version}: PrivatePIDs= {}", if by_systemd { "by systemd" } else { "by phasebox" });
+    for who in [Who::Root, Who::User] {
+        let report: serde_json::Value = serde_json::from_str(&doctor(who, true)).unwrap();
+        let manager = if who == Who::Root { "system" } else { "user" };
+        assert_eq!(report["systemd"][manager]["features"]["PrivatePIDs"], by_systemd, "{who:?}: {report}");
+        let compile = report["phases"].as_array().unwrap().iter().find(|p| p["phase"] == "compile").unwrap();
+        assert_eq!(compile["auto"]["mode"], "service", "{who:?}");
+        let pid =
+            compile["auto"]["isolations"].as_array().unwrap().iter().find(|i| i["kind"] == "pid").unwrap();
+        assert_eq!(pid["by"], if by_systemd { "systemd" } else { "phasebox" }, "{who:?}: {pid}");
+
+        let unit = format!("phasebox-privatepids-{}-{manager}", std::process::id());
+        let script = "sleep 1257.5 >/dev/null 2>&1 </dev/null & echo $$ $!; read line; exit 7";
+        let args = ["-v", "--mode", "service", "--pid", "--unit", &unit, "--", "sh", "-c", script];
+        let mut child = KilledOnDrop(
+            phasebox_for(who, &args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let inside: Vec<u32> = line.split_whitespace().map(|p| p.parse().unwrap()).collect();
+        assert_eq!(inside.len(), 2, "{who:?}: {line:?}");
+        // PID 1 is the inner mode (with its watcher as PID 2 under PrivatePIDs=), or
+        // the process the inner mode forked.
+        assert_eq!(inside[0], if by_systemd { 3 } else { 2 }, "{who:?}: the shell's PID inside");
+        let show = |property: &str| {
+            let mut cmd = match who {
+                Who::Root => Command::new("systemctl"),
+                Who::User => {
+                    let mut cmd = rig::as_rig_user("systemctl");
+                    cmd.arg("--user");
+                    cmd
+                }
+            };
+            stdout(&output(cmd.args(["show", "--value", "-p", property, &format!("{unit}.service")])))
+                .trim()
+                .to_string()
+        };
+        let main: u32 = show("MainPID").parse().unwrap();
+        let levels = ns_pids(main);
+        if by_systemd {
+            assert_eq!(show("PrivatePIDs"), "yes", "{who:?}");
+            assert_eq!(
+                (levels.len(), levels.last()),
+                (2, Some(&1)),
+                "{who:?}: the main process is not PID 1"
+            );
+        } else {
+            assert_eq!(levels, [main], "{who:?}: systemd put the main process in a PID namespace");
+        }
+        let orphans = sleeping("1257.5");
+        assert_eq!(orphans.len(), 1, "{who:?}: {orphans:?}");
+        assert_eq!(ns_pids(orphans[0]).last(), Some(&inside[1]), "{who:?}");
+        drop(child.0.stdin.take().unwrap().write_all(b"go\n"));
+        let mut err = String::new();
+        child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let status = child.0.wait().unwrap();
+        assert_eq!(status.code(), Some(7), "{who:?}: {err}");
+        let named = format!("phasebox: killed orphan {} (sleep)", orphans[0]);
+        assert!(err.contains(&named), "{who:?}: no {named:?}: {err}");
+        assert_eq!(err.contains("PrivatePIDs=yes"), by_systemd, "{who:?}: {err}");
+        assert!(within(2.0, || is_gone(orphans[0])), "{who:?}: orphan {} survived", orphans[0]);
+
+        // A launcher killed mid-phase ends it: the inner mode's watcher sees it go,
+        // by its PID, or (PrivatePIDs=, where that PID names nothing) by its channel.
+        let script = "sleep 1257.6 >/dev/null 2>&1 </dev/null & echo ready; exec sleep 1257.7";
+        let mut child = KilledOnDrop(
+            phasebox_for(who, &["--mode", "service", "--pid", "--", "sh", "-c", script])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "ready\n", "{who:?}");
+        // "ready" comes before the shell's exec: wait for both sleeps to be there.
+        assert!(within(10.0, || sleeping("1257.").len() == 2), "{who:?}: {:?}", sleeping("1257."));
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        assert!(within(2.0, || sleeping("1257.").is_empty()), "{who:?}: the phase outlived its launcher");
     }
 }

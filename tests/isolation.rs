@@ -711,7 +711,8 @@ fn limits_are_enforced_or_refused_by_name() {
     for (mode, who) in cases() {
         // --timeout: systemd's RuntimeMaxSec= in service mode, phasebox's own timer
         // in the others; the phase and what it started are stopped either way.
-        let out = run(mode, who, &["--timeout", "0.5", "sh", "-c", "sleep 1888.5 & exec sleep 1888.6"]);
+        let limit = rig::short_limit();
+        let out = run(mode, who, &["--timeout", &limit, "sh", "-c", "sleep 1888.5 & exec sleep 1888.6"]);
         assert_eq!(code(&out), 124, "{mode} {who:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("ran past its time limit"), "{mode} {who:?}: {}", stderr(&out));
         assert!(within(2.0, || sleeping("1888.").is_empty()), "{mode} {who:?}: the phase survived");

@@ -460,7 +460,8 @@ fn a_command_that_ignores_sigterm_still_times_out_with_its_record() {
         let _ = std::fs::remove_file(&report);
         let marker = "1666.5";
         let script = format!("trap '' TERM; sleep {marker} >/dev/null 2>&1 </dev/null & exec sleep {marker}");
-        let args = ["--timeout", "1", "--report", report.to_str().unwrap(), "sh", "-c", &script];
+        let limit = rig::short_limit();
+        let args = ["--timeout", &limit, "--report", report.to_str().unwrap(), "sh", "-c", &script];
         let out = run(mode, who, &args);
         let err = stderr(&out);
         assert_eq!(code(&out), 124, "{mode} {who:?}: {err}");

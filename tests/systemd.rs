@@ -447,8 +447,9 @@ fn a_fallback_after_a_bus_address_was_resolved_still_creates_its_namespaces() {
 #[test]
 #[ignore = "needs the booted systemd: run tests/run"]
 fn a_limit_that_ends_the_phase_is_named_with_its_own_status() {
-    for limit in [&["--timeout", "1"][..], &["-p", "RuntimeMaxSec=1"]] {
-        let out = output(&mut phasebox(&[limit, &["--", "sleep", "30"]].concat()));
+    let (seconds, runtime_max) = (rig::short_limit(), format!("RuntimeMaxSec={}", rig::short_limit()));
+    for limit in [&["--timeout", &seconds][..], &["-p", &runtime_max]] {
+        let out = output(&mut phasebox(&[limit, &["--", "sleep", "60"]].concat()));
         assert_eq!(code(&out), 124, "{limit:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("ran past its time limit"), "{limit:?}: {}", stderr(&out));
     }

@@ -71,6 +71,20 @@ pub fn scaled(full: usize, at_least: usize) -> usize {
     ((full as f64 * scale()).ceil() as usize).max(at_least).min(full)
 }
 
+/// Seconds of the short time limit (--timeout, -p RuntimeMaxSec=) with which tests
+/// see a limit stop a phase: `PHASEBOX_RIG_SHORT_LIMIT`, default 1. The limit counts
+/// from the unit's start and must stop the command, not the phase's start: under TCG
+/// a phase took up to 3.6 s to start (forky, two tests at once), and a 1 s
+/// RuntimeMaxSec= then ended it before the command ran (125, "the phase never
+/// started"). tests/vm/suites sets 5.
+pub fn short_limit() -> String {
+    let text = std::env::var("PHASEBOX_RIG_SHORT_LIMIT").unwrap_or_else(|_| "1".into());
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s < 60.0 => text,
+        _ => panic!("PHASEBOX_RIG_SHORT_LIMIT={text:?}: must be seconds, more than 0 and under 60"),
+    }
+}
+
 /// The version of the systemd the suite runs under, from `systemctl --version`
 /// (252 in the nspawn rig and the bookworm VM, 257 in trixie's, 262 in forky's).
 pub fn systemd_version() -> u32 {

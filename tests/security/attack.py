@@ -8,13 +8,32 @@ Prints one line, "escaped: ..." or "blocked: ...", and exits 0 when the attack g
 through, 3 when it was stopped, 2 when it could not even be tried.
 """
 
-import ctypes
-import fcntl
 import os
-import socket
-import sys
-import termios
-import time
+
+
+def descriptors():
+    """This process's open descriptors and what each refers to."""
+    found = {}
+    # Listing the directory opens one more, which is gone by the time it is read.
+    for fd in sorted(int(fd) for fd in os.listdir("/proc/self/fd")):
+        try:
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+    return found
+
+
+# What the process started with, read before anything else is imported: on Python
+# 3.14 (Debian forky) importing ctypes opens libffi.so for its trampolines, a
+# descriptor of the interpreter's own, not an inherited one.
+INHERITED = descriptors()
+
+import ctypes  # noqa: E402
+import fcntl  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import termios  # noqa: E402
+import time  # noqa: E402
 
 ESCAPED, BLOCKED, ERROR = 0, 3, 2
 
@@ -133,17 +152,9 @@ def proc_door():
 
 
 def fds(*allowed):
-    """Descriptors this process has beyond those ALLOWED."""
+    """Descriptors this process was started with beyond those ALLOWED."""
     allowed = {int(a) for a in allowed}
-    extra = {}
-    # Listing the directory opens one more, which is gone by the time it is read.
-    for fd in sorted(int(fd) for fd in os.listdir("/proc/self/fd")):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if fd not in allowed:
-            extra[fd] = target
+    extra = {fd: target for fd, target in INHERITED.items() if fd not in allowed}
     if extra:
         verdict(True, f"inherited descriptors {extra}")
     verdict(False, f"only descriptors {sorted(allowed)}")

@@ -134,13 +134,17 @@ pub fn launch(plan: Plan) -> Result<Launched, SilentBus> {
                 limit: outcome.limit.filter(|&limit| limit != Limit::Time),
                 ..outcome
             },
-            Err(_) => Outcome {
-                termination: Termination::Signaled(signal),
-                orphans: Vec::new(),
-                limit: None,
-                usage: None,
-                missing: Vec::new(),
-            },
+            Err(failure) => {
+                // phasebox exits as the signal asks, but what went wrong is said.
+                crate::notice!("phasebox: while stopping the phase: {failure}");
+                Outcome {
+                    termination: Termination::Signaled(signal),
+                    orphans: Vec::new(),
+                    limit: None,
+                    usage: None,
+                    missing: Vec::new(),
+                }
+            }
         });
     }
     Ok(launched)

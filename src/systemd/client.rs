@@ -152,13 +152,15 @@ impl Client {
         let gone = |e: &zbus::Error| {
             is_reply(e, &["org.freedesktop.systemd1.NoSuchUnit", "org.freedesktop.systemd1.NoSuchProcess"])
         };
-        match self.manager.kill_unit(unit, "all", signal).await {
-            Err(e) if !gone(&e) => return Err(e).with_context(|| format!("signalling {unit}")),
-            _ => {}
-        }
+        // The stop is asked for even when the signal could not be sent: the phase
+        // must end either way.
+        let killed = match self.manager.kill_unit(unit, "all", signal).await {
+            Err(e) if !gone(&e) => Err(e).with_context(|| format!("signalling {unit}")),
+            _ => Ok(()),
+        };
         match self.manager.stop_unit(unit, "replace").await {
             Err(e) if !gone(&e) => Err(e).with_context(|| format!("stopping {unit}")),
-            _ => Ok(()),
+            _ => killed,
         }
     }
 

@@ -104,8 +104,14 @@ async fn until_ended(
             let signal = tokio::select! {
                 signal = changes.next() => signal,
                 stop = stop_requests.next() => {
-                    if crate::phase::supervise::record_stop(stop) {
-                        client.interrupt(unit, stop).await?;
+                    crate::phase::supervise::record_stop(stop);
+                    // Every stop request is passed on; one that fails is said, and
+                    // the phase is still followed to its end.
+                    if let Err(error) = client.interrupt(unit, stop).await {
+                        if is_disconnect(&error) {
+                            return Err(Lost::Connection);
+                        }
+                        crate::notice!("phasebox: warning: {error:#}");
                     }
                     continue;
                 }

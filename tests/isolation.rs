@@ -547,9 +547,12 @@ fn lookups_of_users_missing_from_etc_passwd_do_not_crash() {
     let bin = rig::phasebox_bin();
     let bin = bin.to_str().unwrap();
     for who in [Who::Root, Who::User] {
-        // Control: a statically linked lookup of `portage` crashes here.
+        // Control: a statically linked lookup of `portage` crashes here: SIGSEGV
+        // (Debian 12's glibc on the host and in nspawn; forky), SIGFPE in trixie
+        // (the host's static glibc 2.36 loading trixie's libnss_systemd, glibc 2.41).
         let out = with_nss_module(who, &[&control, "portage"]);
-        assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "control {who:?}: {out:?}");
+        let crashes = [libc::SIGSEGV, libc::SIGFPE, libc::SIGBUS, libc::SIGILL, libc::SIGABRT];
+        assert!(out.status.signal().is_some_and(|s| crashes.contains(&s)), "control {who:?}: {out:?}");
         for args in [
             &["doctor", "--config", "/dev/null"][..],
             &["doctor", "--json", "--config", "/dev/null"],

@@ -936,12 +936,7 @@ fn pid_namespace_in_service_mode_is_systemds_from_257_as_doctor_says() {
                 .spawn()
                 .unwrap(),
         );
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
+        let line = first_line(&mut child.0);
         let inside: Vec<u32> = line.split_whitespace().map(|p| p.parse().unwrap()).collect();
         assert_eq!(inside.len(), 2, "{who:?}: {line:?}");
         // PID 1 is the inner mode (with its watcher as PID 2 under PrivatePIDs=), or
@@ -994,17 +989,19 @@ fn pid_namespace_in_service_mode_is_systemds_from_257_as_doctor_says() {
                 .spawn()
                 .unwrap(),
         );
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line, "ready\n", "{who:?}");
+        assert_eq!(first_line(&mut child.0), "ready\n", "{who:?}");
         // "ready" comes before the shell's exec: wait for both sleeps to be there.
         assert!(within(10.0, || sleeping("1257.").len() == 2), "{who:?}: {:?}", sleeping("1257."));
         child.0.kill().unwrap();
         child.0.wait().unwrap();
         assert!(within(2.0, || sleeping("1257.").is_empty()), "{who:?}: the phase outlived its launcher");
     }
+}
+
+/// The first line a child wrote to its piped stdout (the pipe stays open).
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line)
+        .unwrap();
+    line
 }

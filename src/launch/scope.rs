@@ -56,7 +56,7 @@ fn in_scope(plan: &Plan, manager: Manager) -> Result<Result<Outcome, Failure>, U
                 ..Findings::default()
             },
         };
-        let _ = isolator_end.send_findings(findings);
+        let _ = isolator_end.send(&Message::Report(findings));
         // SAFETY: end the child without the parent's destructors.
         unsafe { libc::_exit(0) }
     });

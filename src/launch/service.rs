@@ -198,7 +198,6 @@ async fn serve(listener: &UnixListener, context: &CallerContext, unit: &str, ser
     };
     let Ok(peer) = channel.peer_pid() else { return };
     served.borrow_mut().connected = true;
-    let mut orphans = Vec::new();
     if channel.send(&Message::Context(Box::new(context.clone()))).await.is_ok() {
         loop {
             match channel.recv().await {
@@ -208,11 +207,7 @@ async fn serve(listener: &UnixListener, context: &CallerContext, unit: &str, ser
                         break;
                     }
                 }
-                Ok(Some(Message::Orphan(orphan))) => orphans.push(orphan),
-                Ok(Some(Message::Report(findings))) => {
-                    served.borrow_mut().findings =
-                        Some(Findings { orphans: std::mem::take(&mut orphans), ..findings })
-                }
+                Ok(Some(Message::Report(findings))) => served.borrow_mut().findings = Some(findings),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }

@@ -54,7 +54,7 @@ pub fn main(socket: &Path) -> u8 {
     };
     let findings = run_phase(&context, &options, || ());
     let termination = findings.termination;
-    if let Err(error) = channel.send_findings(findings) {
+    if let Err(error) = channel.send(&Message::Report(findings)) {
         crate::notice!("phasebox: inner mode: cannot report to the launcher: {error}");
     }
     match termination {

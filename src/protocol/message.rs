@@ -11,8 +11,7 @@
 //!                                     stopped: name them, by the PIDs the caller
 //!                                     knows
 //!   parent → PID 1          Listed    they are named: kill them
-//!   runner → launcher       Orphan    one process the phase left, then
-//!                           Report    what was found (`Findings`, orphans aside)
+//!   runner → launcher       Report    what was found (`Findings`)
 //!
 //! The channels: the scope-mode launcher and its isolator, a PID 1 and the
 //! process that forked it (socket pairs); the service-mode launcher and the
@@ -24,7 +23,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use crate::protocol::context::CallerContext;
-use crate::protocol::findings::{Findings, Orphan};
+use crate::protocol::findings::Findings;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {
@@ -32,7 +31,6 @@ pub enum Message {
     Start,
     Orphans,
     Listed,
-    Orphan(Orphan),
     Report(Findings),
 }
 
@@ -40,7 +38,6 @@ const CONTEXT: u8 = b'C';
 const START: u8 = b'S';
 const ORPHANS: u8 = b'O';
 const LISTED: u8 = b'L';
-const ORPHAN: u8 = b'o';
 const REPORT: u8 = b'R';
 
 /// The largest frame accepted: a context holds the environment and argv, which
@@ -55,11 +52,6 @@ impl Message {
             Message::Start => (START, Vec::new()),
             Message::Orphans => (ORPHANS, Vec::new()),
             Message::Listed => (LISTED, Vec::new()),
-            Message::Orphan(orphan) => {
-                let mut body = orphan.pid.to_le_bytes().to_vec();
-                body.extend_from_slice(orphan.comm.as_bytes());
-                (ORPHAN, body)
-            }
             Message::Report(findings) => (REPORT, findings.encode().into_bytes()),
         };
         let mut frame = ((body.len() + 1) as u32).to_le_bytes().to_vec();
@@ -78,10 +70,6 @@ impl Message {
             START => Message::Start,
             ORPHANS => Message::Orphans,
             LISTED => Message::Listed,
-            ORPHAN if body.len() >= 4 => Message::Orphan(Orphan {
-                pid: u32::from_le_bytes(body[..4].try_into().expect("four bytes")),
-                comm: String::from_utf8_lossy(&body[4..]).into_owned(),
-            }),
             REPORT => Message::Report(Findings::decode(&String::from_utf8_lossy(body))),
             other => return Err(invalid(format!("an unknown message {other:#x}"))),
         })
@@ -107,14 +95,6 @@ impl Channel {
         (&self.0).write_all(&message.frame())
     }
 
-    /// A phase's findings: each orphan on its own, then the report.
-    pub fn send_findings(&self, mut findings: Findings) -> io::Result<()> {
-        for orphan in std::mem::take(&mut findings.orphans) {
-            self.send(&Message::Orphan(orphan))?;
-        }
-        self.send(&Message::Report(findings))
-    }
-
     /// The next message; None when the other side has closed its end.
     pub fn recv(&self) -> io::Result<Option<Message>> {
         let mut header = [0u8; 4];
@@ -126,14 +106,11 @@ impl Channel {
         Message::parse(frame[0], &frame[1..]).map(Some)
     }
 
-    /// Findings sent with `send_findings`, gathered; None when the other side ended
-    /// without a report.
+    /// The findings of a `Report`; None when the other side ended without one.
     pub fn recv_findings(&self) -> io::Result<Option<Findings>> {
-        let mut orphans = Vec::new();
         loop {
             match self.recv()? {
-                Some(Message::Orphan(orphan)) => orphans.push(orphan),
-                Some(Message::Report(findings)) => return Ok(Some(Findings { orphans, ..findings })),
+                Some(Message::Report(findings)) => return Ok(Some(findings)),
                 Some(_) => {}
                 None => return Ok(None),
             }
@@ -240,6 +217,7 @@ fn frame_length(header: [u8; 4]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::findings::Orphan;
     use crate::protocol::status::Termination;
 
     #[test]
@@ -255,7 +233,7 @@ mod tests {
             ..Findings::default()
         };
         pid1.send(&Message::Orphans).unwrap();
-        pid1.send_findings(findings.clone()).unwrap();
+        pid1.send(&Message::Report(findings.clone())).unwrap();
         assert_eq!(parent.recv().unwrap(), Some(Message::Orphans));
         assert_eq!(parent.recv_findings().unwrap(), Some(findings));
         drop(pid1);

@@ -57,7 +57,12 @@ impl Pending {
         };
         if !self.quiet {
             for orphan in &outcome.orphans {
-                crate::notice!("phasebox: killed orphan {} ({})", orphan.pid, orphan.comm);
+                // A process names itself: its name reaches the terminal escaped.
+                crate::notice!(
+                    "phasebox: killed orphan {} ({})",
+                    orphan.pid,
+                    columns::printable(&orphan.comm)
+                );
             }
         }
         if let Some(limit) = outcome.limit {

@@ -46,11 +46,6 @@ fn render(mut records: Vec<Record>) -> String {
             (None, Some(phase)) => phase.clone(),
             _ => record.command.join(" "),
         };
-        // One row per phase, whatever the command line holds.
-        let phase: String = phase
-            .chars()
-            .flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] })
-            .collect();
         rows.push([
             seconds(record.wall_seconds),
             or_dash(record.cpu_seconds().map(seconds)),
